@@ -1,0 +1,156 @@
+"""Input pipelines over in-memory arrays: tf.data (default when TensorFlow is installed) or numpy.
+
+Both backends yield the same batches in the same order, dicts of numpy arrays:
+`{"image": float32 NHWC, "label": int32, "mask": float32}`. The data order of an epoch is a
+numpy permutation seeded by (seed, epoch), so it is reproducible, identical across backends and
+hosts, and resumable mid-epoch. With several processes each one yields its own slice of every
+global batch (`process_index`, `process_count`).
+
+Training batches drop the ragged remainder (a fixed shape never retraces the step). Evaluation
+batches cover every example exactly once: the last batch is padded and `mask` is 0 on padding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Iterator
+
+import numpy as np
+
+from jaxcnn.data.errors import DataError
+
+Batch = dict[str, np.ndarray]
+
+
+def has_tensorflow() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def import_tf():
+    """TensorFlow for tf.data only: imported lazily and kept off every GPU (XLA owns them)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # already initialized; devices were hidden by an earlier call
+        pass
+    return tf
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """Example order for one epoch: a permutation seeded by (seed, epoch), or 0..n-1."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def num_train_steps(n: int, global_batch_size: int) -> int:
+    """Steps per training epoch (the ragged remainder is dropped)."""
+    return n // global_batch_size
+
+
+def _normalize_np(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) * np.float32(1.0 / 255.0)
+    return x.astype(np.float32, copy=False)
+
+
+class ArrayPipeline:
+    """Batches from in-memory arrays, with Keras `fit` semantics (see the module docstring).
+
+    `batch_size` is the per-process batch; the global batch is `batch_size * process_count`.
+    `augment`, if given, maps a float32 image batch and a stateless seed to an image batch, in
+    TensorFlow ops for the tf.data backend (`jaxcnn.data.augment`).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int = 0,
+                 backend: str = "auto", augment: Callable | None = None,
+                 process_index: int = 0, process_count: int = 1, prefetch: int = 2):
+        if len(x) == 0:
+            raise DataError("empty dataset: no examples to batch")
+        if len(x) != len(y):
+            raise DataError(f"{len(x)} images but {len(y)} labels")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if backend == "auto":
+            backend = "tf" if has_tensorflow() else "numpy"
+        if backend not in ("tf", "numpy"):
+            raise ValueError(f"backend must be 'auto', 'tf' or 'numpy', got {backend!r}")
+        if augment is not None and backend != "tf":
+            raise ValueError("augmentation in the input pipeline needs the tf.data backend")
+        self.x, self.y = x, np.asarray(y, dtype=np.int32)
+        self.batch_size, self.seed, self.backend = batch_size, seed, backend
+        self.augment, self.prefetch = augment, prefetch
+        self.process_index, self.process_count = process_index, process_count
+        self._tf_tensors = None
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.process_count
+
+    def steps_per_epoch(self) -> int:
+        return num_train_steps(len(self.x), self.global_batch_size)
+
+    def num_eval_batches(self) -> int:
+        return math.ceil(len(self.x) / self.global_batch_size)
+
+    def _local_index_batches(self, order: np.ndarray, pad: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Index matrix [steps, local_batch] for this process, and a matching 0/1 mask."""
+        g, n = self.global_batch_size, len(order)
+        steps = math.ceil(n / g) if pad else n // g
+        if steps == 0:
+            raise DataError(f"{n} examples are fewer than one global batch of {g}: lower the batch size")
+        mask = np.zeros(steps * g, np.float32)
+        mask[: min(n, steps * g)] = 1.0
+        idx = np.zeros(steps * g, np.int64)
+        idx[: min(n, steps * g)] = order[: steps * g]
+        lo, hi = self.process_index * self.batch_size, (self.process_index + 1) * self.batch_size
+        return idx.reshape(steps, g)[:, lo:hi], mask.reshape(steps, g)[:, lo:hi]
+
+    def train_batches(self, epoch: int, start_step: int = 0, shuffle: bool = True) -> Iterator[Batch]:
+        """One training epoch, from `start_step` (for a resumed run)."""
+        order = epoch_order(len(self.x), self.seed, epoch, shuffle)
+        idx, mask = self._local_index_batches(order, pad=False)
+        return self._batches(idx[start_step:], mask[start_step:], epoch, start_step, self.augment)
+
+    def eval_batches(self) -> Iterator[Batch]:
+        """Every example once, in order; the padded tail has mask 0."""
+        idx, mask = self._local_index_batches(np.arange(len(self.x)), pad=True)
+        return self._batches(idx, mask, 0, 0, None)
+
+    def _batches(self, idx, mask, epoch, start_step, augment) -> Iterator[Batch]:
+        if self.backend == "numpy":
+            return self._numpy_batches(idx, mask)
+        return self._tf_batches(idx, mask, epoch, start_step, augment)
+
+    def _numpy_batches(self, idx, mask):
+        for i, m in zip(idx, mask):
+            yield {"image": _normalize_np(self.x[i]), "label": self.y[i], "mask": m}
+
+    def _tf_batches(self, idx, mask, epoch, start_step, augment):
+        tf = import_tf()
+        if self._tf_tensors is None:
+            self._tf_tensors = (tf.constant(self.x), tf.constant(self.y))
+        x_all, y_all = self._tf_tensors
+        steps = tf.range(start_step, start_step + len(idx), dtype=tf.int64)
+        ds = tf.data.Dataset.from_tensor_slices((idx, mask, steps))
+        seed, pidx = self.seed, self.process_index
+
+        def gather(i, m, step):
+            image = tf.gather(x_all, i)
+            image = tf.cast(image, tf.float32) * (1.0 / 255.0) if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
+            if augment is not None:
+                # Stateless seed per (run seed, epoch, step, process): reproducible and resumable.
+                image = augment(image, tf.stack([tf.cast(seed * 1_000_003 + epoch, tf.int64),
+                                                 step * 1024 + pidx]))
+            return {"image": image, "label": tf.gather(y_all, i), "mask": m}
+
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.prefetch(self.prefetch if self.prefetch else tf.data.AUTOTUNE)
+        return ds.as_numpy_iterator()

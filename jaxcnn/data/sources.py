@@ -1,0 +1,197 @@
+"""Datasets as numpy arrays: IDX folders (MNIST, Fashion-MNIST), TFDS by name, in-memory arrays.
+
+Where data lives: an explicit `data_dir`, else `$JAXCNN_DATA_DIR`, else (MNIST only) the copy
+bundled with the package, so the quick start runs offline. Nothing is ever downloaded silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+from jaxcnn.data.errors import DataError
+from jaxcnn.data.idx import read_idx
+
+DATA_DIR_ENV = "JAXCNN_DATA_DIR"
+_BUNDLED = os.path.join(os.path.dirname(os.path.dirname(__file__)), "_datasets")
+
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Train and test splits in memory: images NHWC (uint8 or float), integer labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: Sequence[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def take(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
+        """The first examples of each split: a tiny slice for tests and smoke runs."""
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
+            x_test=self.x_test[:n_test], y_test=self.y_test[:n_test],
+        )
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int | None, what: str) -> None:
+    """Clear errors for an empty split, mismatched lengths, bad shapes or out-of-range labels."""
+    if len(x) == 0:
+        raise DataError(f"{what}: the split is empty")
+    if len(x) != len(y):
+        raise DataError(f"{what}: {len(x)} images but {len(y)} labels")
+    if x.ndim != 4:
+        raise DataError(f"{what}: images must be NHWC (4 dims), got shape {x.shape}")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{what}: labels must be a 1-D integer array, got {y.dtype} {y.shape}")
+    if num_classes is not None:
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise DataError(f"{what}: labels must lie in [0, {num_classes - 1}], found [{lo}, {hi}]")
+
+
+def dataset_dir(name: str, data_dir: str | None = None) -> str:
+    """The folder holding dataset `name`: `data_dir/name`, `$JAXCNN_DATA_DIR/name`, or bundled."""
+    tried = []
+    for root in (data_dir, os.environ.get(DATA_DIR_ENV)):
+        if root:
+            path = os.path.join(os.path.expanduser(root), name)
+            if os.path.isdir(path):
+                return path
+            tried.append(path)
+    bundled = os.path.join(_BUNDLED, name)
+    if os.path.isdir(bundled):
+        return bundled
+    raise DataError(
+        f"dataset {name!r} not found (looked in: {', '.join(tried) or 'nothing'}). "
+        f"Pass --data-dir DIR or set {DATA_DIR_ENV}=DIR, where DIR/{name} holds its files."
+    )
+
+
+def load_idx_dataset(path: str, name: str = "", class_names: Sequence[str] = MNIST_CLASSES) -> Dataset:
+    """A folder of the four MNIST-format files `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`."""
+
+    def find(stem):
+        for suffix in (".gz", ""):
+            p = os.path.join(path, stem + suffix)
+            if os.path.exists(p):
+                return p
+        raise DataError(f"{os.path.join(path, stem)}[.gz]: file not found")
+
+    arrays = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        img_path, lbl_path = find(f"{prefix}-images-idx3-ubyte"), find(f"{prefix}-labels-idx1-ubyte")
+        x, y = read_idx(img_path), read_idx(lbl_path)
+        if x.ndim != 3:
+            raise DataError(f"{img_path}: expected 3 dims (count, rows, cols), got shape {x.shape}")
+        if y.ndim != 1:
+            raise DataError(f"{lbl_path}: expected 1 dim (count), got shape {y.shape}")
+        if len(x) != len(y):
+            raise DataError(f"{img_path} holds {len(x)} images but {lbl_path} holds {len(y)} labels")
+        y = y.astype(np.int32)
+        check_arrays(x[..., None], y, len(class_names), lbl_path)
+        arrays[split] = (x[..., None], y)
+    return Dataset(name or os.path.basename(os.path.normpath(path)), *arrays["train"], *arrays["test"],
+                   class_names=tuple(class_names))
+
+
+def from_arrays(x_train, y_train, x_test, y_test, class_names=None, name="arrays") -> Dataset:
+    """In-memory numpy arrays as a Dataset (class names default to the label values)."""
+    x_train, x_test = np.asarray(x_train), np.asarray(x_test)
+    y_train, y_test = np.asarray(y_train).astype(np.int32), np.asarray(y_test).astype(np.int32)
+    if x_train.ndim == 3:
+        x_train, x_test = x_train[..., None], x_test[..., None]
+    if class_names is None:
+        class_names = [str(i) for i in range(int(max(y_train.max(), y_test.max())) + 1)]
+    check_arrays(x_train, y_train, len(class_names), f"{name} train")
+    check_arrays(x_test, y_test, len(class_names), f"{name} test")
+    return Dataset(name, x_train, y_train, x_test, y_test, tuple(class_names))
+
+
+def load_tfds(name: str, data_dir: str | None = None, download: bool = False,
+              image_key: str = "image", label_key: str = "label") -> Dataset:
+    """A TFDS dataset by name, read from `data_dir` (downloading only when `download=True`)."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    elif not builder.is_prepared():
+        raise DataError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}; "
+            "prepare it there or pass download=True (--download) on a machine with internet"
+        )
+    out = {}
+    for split in ("train", "test"):
+        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        out[split] = (arrays[image_key], arrays[label_key])
+    names = builder.info.features[label_key].names
+    return from_arrays(*out["train"], *out["test"], class_names=names, name=name)
+
+
+_LOADERS: dict[str, Callable[..., Dataset]] = {}
+
+
+def register_dataset(name: str):
+    """Decorator: register `loader(data_dir=None) -> Dataset` under `name`."""
+
+    def wrap(fn):
+        _LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_dataset(name: str, data_dir: str | None = None, **kwargs) -> Dataset:
+    """Load a registered dataset, or `tfds:NAME` from TFDS."""
+    if name.startswith("tfds:"):
+        return load_tfds(name[5:], data_dir=data_dir, **kwargs)
+    try:
+        loader = _LOADERS[name]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}, or tfds:NAME") from None
+    return loader(data_dir=data_dir, **kwargs)
+
+
+@register_dataset("mnist")
+def load_mnist(data_dir: str | None = None) -> Dataset:
+    return load_idx_dataset(dataset_dir("mnist", data_dir), "mnist", MNIST_CLASSES)
+
+
+@register_dataset("fashion_mnist")
+def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
+    return load_idx_dataset(dataset_dir("fashion-mnist", data_dir), "fashion_mnist", FASHION_MNIST_CLASSES)
+
+
+def validation_split(x: np.ndarray, y: np.ndarray, fraction: float):
+    """Keras `validation_split`: the LAST `fraction` of the arrays, taken before any shuffling."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_split must lie in (0, 1), got {fraction}")
+    # Keras: split_at = int(n * (1 - fraction)).
+    split_at = int(len(x) * (1.0 - fraction))
+    if split_at == 0 or split_at == len(x):
+        raise DataError(f"validation_split={fraction} leaves an empty split of {len(x)} examples")
+    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])

@@ -1,0 +1,44 @@
+"""Model registry: the CLI and experiments name networks by string.
+
+    model = jaxcnn.models.get_model("mnist_cnn", num_classes=10)
+
+Every registered constructor returns a pure `flax.linen.Module` whose `__call__(x, train=False)`
+returns logits (one logit per example for binary models).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator: register a module class or factory under `name`."""
+
+    def wrap(ctor):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ctor
+        return ctor
+
+    return wrap
+
+
+def get_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model `name` with keyword overrides (e.g. num_classes)."""
+    try:
+        ctor = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+    return ctor(**kwargs)
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+from jaxcnn.models import cnn  # noqa: E402,F401  (registers the small CNNs)
+from jaxcnn.models.cnn import MnistCNN  # noqa: E402,F401

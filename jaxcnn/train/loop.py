@@ -1,0 +1,190 @@
+"""Keras-like training loop over the pure steps: fit / evaluate / predict, history, callbacks.
+
+    trainer = Trainer(get_model("mnist_cnn"), input_shape=(28, 28, 1),
+                      loss="sparse_categorical_crossentropy", optimizer="adam")
+    history = trainer.fit(x_train, y_train, epochs=5, batch_size=32, validation_data=(x_test, y_test))
+    trainer.evaluate(x_test, y_test)
+
+The state stays a pure pytree (`trainer.state`); the loop only feeds batches, keeps metric sums
+on the device and fetches them once per log interval.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from jaxcnn.data.pipeline import ArrayPipeline
+from jaxcnn.data.sources import validation_split as split_last
+from jaxcnn.train.losses import output_activation
+from jaxcnn.train.optim import get_optimizer
+from jaxcnn.train.state import TrainState, create_train_state
+from jaxcnn.train.step import make_eval_step, make_train_step, predict_logits
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+class Callback:
+    """Hooks called by `Trainer.fit`; `logs` holds the epoch's metrics."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+    def on_step_end(self, trainer: "Trainer", epoch: int, step: int) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict) -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+
+def _means(sums: dict) -> dict:
+    count = max(float(sums["count"]), 1.0)
+    return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
+
+
+def _add(total: dict | None, new: dict) -> dict:
+    new = {k: np.asarray(v, np.float64) for k, v in new.items()}
+    return new if total is None else {k: total[k] + new[k] for k in total}
+
+
+class Trainer:
+    """Holds a model, its loss, optimizer and TrainState; runs jitted steps over array pipelines.
+
+    `strategy` places batches and compiles steps: None means the default data-parallel strategy
+    over every local device (`jaxcnn.parallel`), which on one device is a plain `jax.jit`.
+    """
+
+    def __init__(self, model, input_shape: Sequence[int], loss: str = "sparse_categorical_crossentropy",
+                 optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate: float | None = None,
+                 seed: int = 0, params=None, strategy=None, compute_dtype=None, data_backend: str = "auto"):
+        self.model, self.loss_name, self.seed = model, loss, seed
+        self.input_shape = tuple(input_shape)
+        self.tx = get_optimizer(optimizer, learning_rate)
+        self.compute_dtype, self.data_backend = compute_dtype, data_backend
+        from jaxcnn.parallel import get_strategy
+
+        self.strategy = get_strategy(strategy)
+        self.state: TrainState = self.strategy.replicate(
+            create_train_state(model, self.input_shape, self.tx, seed=seed, params=params))
+        self._train_step = self.strategy.compile_train_step(
+            lambda axis: make_train_step(loss, axis_name=axis, compute_dtype=compute_dtype))
+        self._eval_step = self.strategy.compile_eval_step(
+            lambda axis: make_eval_step(loss, axis_name=axis, compute_dtype=compute_dtype))
+        self._predict = jax.jit(lambda state, images: output_activation(
+            predict_logits(state, images, compute_dtype), loss))
+        self.history: dict[str, list] = {}
+        self.stop_training = False
+
+    # -- pipelines -----------------------------------------------------------------------------
+    def _pipeline(self, x, y, batch_size, augment=None):
+        self.strategy.check_batch_size(batch_size)
+        local = self.strategy.local_batch_size(batch_size)
+        return ArrayPipeline(x, y, local, seed=self.seed, backend=self.data_backend, augment=augment,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+
+    def _check_input(self, x, what):
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{what}: images of shape {tuple(x.shape[1:])} do not fit the model's "
+                             f"input shape {self.input_shape}")
+
+    # -- fit -----------------------------------------------------------------------------------
+    def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, validation_split: float | None = None,
+            validation_data=None, augment: Callable | None = None, callbacks: Sequence[Callback] = (),
+            initial_epoch: int = 0, initial_step: int = 0, verbose: int = 1,
+            log_every: int | None = None) -> dict[str, list]:
+        """Train like Keras' `fit`; returns the history (also kept in `self.history`).
+
+        `validation_split` takes the LAST fraction of (x, y) before any shuffling, as Keras does.
+        `initial_epoch` / `initial_step` continue a run (used by checkpoint resume).
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        self._check_input(x, "fit")
+        if validation_split:
+            if validation_data is not None:
+                raise ValueError("give validation_split or validation_data, not both")
+            (x, y), validation_data = split_last(x, y, validation_split)
+        pipe = self._pipeline(x, y, batch_size, augment)
+        val_pipe = None
+        if validation_data is not None:
+            vx, vy = np.asarray(validation_data[0]), np.asarray(validation_data[1])
+            self._check_input(vx, "validation_data")
+            val_pipe = self._pipeline(vx, vy, batch_size)
+        steps = pipe.steps_per_epoch()
+        log_every = log_every or max(1, min(100, steps // 20))
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        for epoch in range(initial_epoch, epochs):
+            start = initial_step if epoch == initial_epoch else 0
+            t0 = time.perf_counter()
+            logs = self._train_epoch(pipe, epoch, epochs, start, steps, log_every, verbose, callbacks)
+            logs["seconds"] = time.perf_counter() - t0
+            if val_pipe is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate_pipe(val_pipe).items()})
+            for k, v in logs.items():
+                self.history.setdefault(k, []).append(v)
+            if verbose:
+                line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "seconds")
+                print(f"Epoch {epoch + 1}/{epochs} - {logs['seconds']:.1f}s - {line}", file=sys.stderr, flush=True)
+            for cb in callbacks:
+                cb.on_epoch_end(self, epoch, logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def _train_epoch(self, pipe, epoch, epochs, start, steps, log_every, verbose, callbacks) -> dict:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=f"Epoch {epoch + 1}/{epochs}", unit="step",
+                   disable=not verbose, leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        totals, pending = None, []
+        step = start
+        for batch in pipe.train_batches(epoch, start_step=start):
+            self.state, metrics = self._train_step(self.state, self.strategy.put_batch(batch))
+            pending.append(metrics)
+            step += 1
+            for cb in callbacks:
+                cb.on_step_end(self, epoch, step)
+            if step % log_every == 0 or step == steps:
+                totals = _add(totals, jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(pending)))
+                pending = []
+                means = _means(totals)
+                if not math.isfinite(means["loss"]):
+                    bar.close()
+                    raise NonFiniteLossError(
+                        f"loss became {means['loss']} in epoch {epoch + 1} by step {step}: training stopped. "
+                        "Lower the learning rate, check the inputs for NaN/inf and the labels' range.")
+                bar.set_postfix(loss=f"{means['loss']:.4f}", accuracy=f"{means['accuracy']:.4f}", refresh=False)
+                bar.update(log_every if step % log_every == 0 else step - bar.n)
+            if self.stop_training:
+                break
+        bar.close()
+        if pending:
+            totals = _add(totals, jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(pending)))
+        return _means(totals) if totals is not None else {"loss": float("nan"), "accuracy": float("nan")}
+
+    # -- evaluate / predict --------------------------------------------------------------------
+    def _evaluate_pipe(self, pipe) -> dict:
+        sums = [self._eval_step(self.state, self.strategy.put_batch(b)) for b in pipe.eval_batches()]
+        total = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(sums))
+        return _means(total)
+
+    def evaluate(self, x, y, batch_size: int = 32) -> dict:
+        """Loss and accuracy over every example exactly once (the ragged tail is masked)."""
+        x = np.asarray(x)
+        self._check_input(x, "evaluate")
+        return self._evaluate_pipe(self._pipeline(x, np.asarray(y), batch_size))
+
+    def predict(self, x, batch_size: int = 32) -> np.ndarray:
+        """Softmax (or sigmoid) outputs for every example, like Keras' `predict`."""
+        x = np.asarray(x)
+        self._check_input(x, "predict")
+        pipe = ArrayPipeline(x, np.zeros(len(x), np.int32), batch_size, backend=self.data_backend)
+        outs = [np.asarray(self._predict(self.state, b["image"])) for b in pipe.eval_batches()]
+        return np.concatenate(outs)[: len(x)]

@@ -1,0 +1,93 @@
+"""The pure train and eval steps. One body serves every device strategy (see jaxcnn.parallel).
+
+Metrics come back as sums over real (mask == 1) examples, `{"loss", "correct", "count"}`, so
+they add exactly across steps, devices and hosts; means are taken on the host at log time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxcnn.train.losses import correct, get_loss
+from jaxcnn.train.state import TrainState
+
+
+def _variables(state: TrainState, params):
+    variables = {"params": params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return variables
+
+
+def _sums(per_example_loss, hits, mask):
+    return {"loss": jnp.sum(per_example_loss * mask), "correct": jnp.sum(hits * mask),
+            "count": jnp.sum(mask)}
+
+
+def make_train_step(loss_name: str, axis_name: str | None = None,
+                    compute_dtype=None) -> Callable:
+    """`train_step(state, batch) -> (state, metric_sums)`, un-jitted.
+
+    `axis_name`: when run per device (pmap/shard_map), gradients, BatchNorm statistics and
+    metrics are combined over that axis. `compute_dtype` (e.g. jnp.bfloat16) casts the images
+    for mixed precision; params and the loss stay float32.
+    """
+    loss_fn = get_loss(loss_name)
+
+    def train_step(state: TrainState, batch):
+        images, labels = batch["image"], batch["label"]
+        mask = batch.get("mask")
+        mask = jnp.ones(labels.shape[:1], jnp.float32) if mask is None else mask
+        if compute_dtype is not None:
+            images = images.astype(compute_dtype)
+        dropout_rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
+        has_bn = bool(state.batch_stats)
+
+        def compute_loss(params):
+            out = state.apply_fn(_variables(state, params), images, train=True,
+                                 rngs={"dropout": dropout_rng},
+                                 mutable=["batch_stats"] if has_bn else False)
+            logits, updates = out if has_bn else (out, {})
+            logits = logits.astype(jnp.float32)
+            per_example = loss_fn(logits, labels)
+            denom = jnp.maximum(jnp.sum(mask), 1.0)
+            return jnp.sum(per_example * mask) / denom, (logits, per_example, updates)
+
+        grads, (logits, per_example, updates) = jax.grad(compute_loss, has_aux=True)(state.params)
+        metrics = _sums(per_example, correct(logits, labels, loss_name), mask)
+        new_stats = updates.get("batch_stats", state.batch_stats)
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
+            new_stats = jax.lax.pmean(new_stats, axis_name)
+            metrics = jax.lax.psum(metrics, axis_name)
+        new_state = state.apply_gradients(grads=grads)
+        return new_state.replace(batch_stats=new_stats), metrics
+
+    return train_step
+
+
+def make_eval_step(loss_name: str, axis_name: str | None = None, compute_dtype=None) -> Callable:
+    """`eval_step(state, batch) -> metric_sums` in inference mode (no dropout, running BN stats)."""
+    loss_fn = get_loss(loss_name)
+
+    def eval_step(state: TrainState, batch):
+        logits = predict_logits(state, batch["image"], compute_dtype)
+        mask = batch.get("mask")
+        mask = jnp.ones(logits.shape[:1], jnp.float32) if mask is None else mask
+        metrics = _sums(loss_fn(logits, batch["label"]), correct(logits, batch["label"], loss_name), mask)
+        if axis_name is not None:
+            metrics = jax.lax.psum(metrics, axis_name)
+        return metrics
+
+    return eval_step
+
+
+def predict_logits(state: TrainState, images, compute_dtype=None):
+    if compute_dtype is not None:
+        images = images.astype(compute_dtype)
+    return state.apply_fn(_variables(state, state.params), images, train=False).astype(jnp.float32)
