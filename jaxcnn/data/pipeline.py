@@ -24,11 +24,9 @@ Batch = dict[str, np.ndarray]
 
 
 def has_tensorflow() -> bool:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 def import_tf():

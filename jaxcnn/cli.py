@@ -1,0 +1,86 @@
+"""The `jaxcnn` command: list and train experiments (more subcommands join as they land).
+
+Experiments are found by name in the checkout's `experiments/` folder (the current directory's,
+or the one beside the installed package in an editable install) or by a file path, so an
+installed jaxcnn never ships a package called `experiments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def experiment_dirs() -> list[str]:
+    dirs = []
+    for root in (os.getcwd(), _PACKAGE_PARENT):
+        d = os.path.join(root, "experiments")
+        if os.path.isdir(d) and d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def list_experiments() -> dict[str, str]:
+    """Experiment name -> file path."""
+    found = {}
+    for d in experiment_dirs():
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".py") and not f.startswith("_"):
+                found.setdefault(f[:-3], os.path.join(d, f))
+    return found
+
+
+def load_experiment(name_or_path: str):
+    """The module of an experiment, by name (see `jaxcnn list`) or by .py path."""
+    path = name_or_path if name_or_path.endswith(".py") else list_experiments().get(name_or_path)
+    if path is None or not os.path.exists(path):
+        known = ", ".join(list_experiments()) or "none found (run from the checkout, or pass a path)"
+        raise SystemExit(f"jaxcnn: unknown experiment {name_or_path!r}; known: {known}")
+    spec = importlib.util.spec_from_file_location(f"_jaxcnn_experiment_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cmd_list(args) -> int:
+    for name, path in list_experiments().items():
+        config = load_experiment(path).get_config()
+        print(f"{name:24s} {config.description}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from jaxcnn import experiment
+
+    module = load_experiment(args.experiment)
+    config = experiment.apply_flags(module.get_config(), args)
+    workdir = args.workdir or os.path.join("runs", config.name)
+    experiment.train_and_evaluate(config, workdir, verbose=0 if args.quiet else 1)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxcnn import experiment
+
+    parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="name the experiments")
+    p.set_defaults(fn=_cmd_list)
+    p = sub.add_parser("train", help="train and evaluate an experiment")
+    p.add_argument("experiment", help="experiment name (see `jaxcnn list`) or path to its .py file")
+    experiment.add_flags(p)
+    p.set_defaults(fn=_cmd_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

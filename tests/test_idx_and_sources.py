@@ -1,0 +1,129 @@
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from jaxcnn.data import DataError, load_dataset, load_idx_dataset, read_idx, validation_split, write_idx
+from jaxcnn.data.sources import dataset_dir, from_arrays
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path, dtype, suffix):
+    arr = (np.arange(2 * 3 * 5) - 7).astype(dtype).reshape(2, 3, 5)
+    path = str(tmp_path / f"a-idx3-ubyte{suffix}")
+    write_idx(path, arr)
+    out = read_idx(path)
+    assert out.dtype == np.dtype(dtype) and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
+def _write_mnist_like(folder, n_train=12, n_test=5, gz=True, labels_hi=9):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sfx = ".gz" if gz else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte{sfx}"), rng.integers(0, 256, (n, 28, 28), np.uint8))
+        write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{sfx}"),
+                  rng.integers(0, labels_hi + 1, n).astype(np.uint8))
+
+
+def test_idx_folder_loads(tmp_path):
+    _write_mnist_like(tmp_path / "m", gz=False)
+    ds = load_idx_dataset(str(tmp_path / "m"))
+    assert ds.x_train.shape == (12, 28, 28, 1) and ds.x_test.shape == (5, 28, 28, 1)
+    assert ds.y_train.dtype == np.int32 and ds.num_classes == 10
+
+
+def test_missing_file_named(tmp_path):
+    _write_mnist_like(tmp_path / "m")
+    os.remove(tmp_path / "m" / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*not found"):
+        load_idx_dataset(str(tmp_path / "m"))
+
+
+def test_wrong_magic_named(tmp_path):
+    path = str(tmp_path / "bad-idx3-ubyte")
+    with open(path, "wb") as f:
+        f.write(b"\x12\x34\x08\x03" + b"\x00" * 20)
+    with pytest.raises(DataError, match=r"bad-idx3-ubyte: wrong magic number 0x12340803"):
+        read_idx(path)
+
+
+def test_truncated_body_named(tmp_path):
+    path = str(tmp_path / "t-idx3-ubyte")
+    write_idx(path, np.zeros((4, 28, 28), np.uint8))
+    with open(path, "r+b") as f:
+        f.truncate(16 + 100)
+    with pytest.raises(DataError, match=r"t-idx3-ubyte: .*\(truncated\)"):
+        read_idx(path)
+
+
+def test_corrupt_gzip_named(tmp_path):
+    path = str(tmp_path / "c-idx3-ubyte.gz")
+    write_idx(path, np.zeros((4, 28, 28), np.uint8))
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"c-idx3-ubyte.gz: corrupt or truncated gzip"):
+        read_idx(path)
+
+
+def test_image_label_count_mismatch(tmp_path):
+    _write_mnist_like(tmp_path / "m")
+    write_idx(str(tmp_path / "m" / "train-labels-idx1-ubyte.gz"), np.zeros(11, np.uint8))
+    with pytest.raises(DataError, match="12 images but .* 11 labels"):
+        load_idx_dataset(str(tmp_path / "m"))
+
+
+def test_labels_out_of_range(tmp_path):
+    _write_mnist_like(tmp_path / "m", labels_hi=12)
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 9\]"):
+        load_idx_dataset(str(tmp_path / "m"))
+
+
+def test_empty_split(tmp_path):
+    _write_mnist_like(tmp_path / "m", n_test=0)
+    with pytest.raises(DataError, match="empty"):
+        load_idx_dataset(str(tmp_path / "m"))
+
+
+def test_array_source_checks():
+    with pytest.raises(DataError, match="3 images but 2 labels"):
+        from_arrays(np.zeros((3, 4, 4, 1)), [0, 1], np.zeros((1, 4, 4, 1)), [0], class_names=["a", "b"])
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 1\]"):
+        from_arrays(np.zeros((2, 4, 4, 1)), [0, 2], np.zeros((1, 4, 4, 1)), [0], class_names=["a", "b"])
+
+
+def test_dataset_dir_env_and_error(tmp_path, monkeypatch):
+    (tmp_path / "fashion-mnist").mkdir()
+    monkeypatch.setenv("JAXCNN_DATA_DIR", str(tmp_path))
+    assert dataset_dir("fashion-mnist") == str(tmp_path / "fashion-mnist")
+    with pytest.raises(DataError, match="JAXCNN_DATA_DIR"):
+        dataset_dir("no-such-dataset")
+
+
+def test_real_mnist_and_fashion(data_dir):
+    mnist = load_dataset("mnist", data_dir=data_dir)
+    assert mnist.x_train.shape == (60000, 28, 28, 1) and mnist.x_test.shape == (10000, 28, 28, 1)
+    assert list(mnist.y_train[:6]) == [5, 0, 4, 1, 9, 2] and list(mnist.y_test[:6]) == [7, 2, 1, 0, 4, 1]
+    assert np.bincount(mnist.y_train).min() > 5000
+    fashion = load_dataset("fashion_mnist", data_dir=data_dir)
+    assert fashion.x_train.shape == (60000, 28, 28, 1) and fashion.class_names[9] == "Ankle boot"
+
+
+def test_bundled_mnist_matches_shared(data_dir, monkeypatch):
+    monkeypatch.delenv("JAXCNN_DATA_DIR")
+    bundled = load_dataset("mnist")
+    shared = load_dataset("mnist", data_dir=data_dir)
+    np.testing.assert_array_equal(bundled.x_test, shared.x_test)
+
+
+def test_validation_split_takes_last_fraction():
+    x = np.arange(100)[:, None, None, None]
+    y = np.arange(100)
+    (xt, yt), (xv, yv) = validation_split(x, y, 0.1)
+    assert list(yt) == list(range(90)) and list(yv) == list(range(90, 100))
+    with pytest.raises(ValueError):
+        validation_split(x, y, 1.5)

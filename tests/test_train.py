@@ -1,0 +1,112 @@
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+
+import jaxcnn.train.loop as loop
+from jaxcnn.models import get_model
+from jaxcnn.train import NonFiniteLossError, Trainer, create_train_state, get_optimizer, make_train_step
+from jaxcnn.train.losses import binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy
+
+
+def _mnist_slice(data_dir, n_train=512, n_test=300):
+    from jaxcnn.data import load_dataset
+
+    return load_dataset("mnist", data_dir=data_dir).take(n_train, n_test)
+
+
+def test_n1_shapes_and_keras_param_count():
+    model = get_model("mnist_cnn")
+    variables = model.init(jax.random.PRNGKey(0), np.zeros((2, 28, 28, 1), np.float32))
+    assert model.apply(variables, np.zeros((3, 28, 28, 1), np.float32)).shape == (3, 10)
+    # Keras: conv 320 + conv 18,496 + dense 1600*64+64 = 102,464 + dense 650 -> 121,930.
+    assert sum(p.size for p in jax.tree.leaves(variables["params"])) == 121_930
+    k = variables["params"]["conv1"]["kernel"]
+    limit = np.sqrt(6 / (9 * 1 + 9 * 32))  # glorot-uniform bound, fan_in + fan_out
+    assert np.abs(k).max() <= limit and np.abs(k).max() > 0.9 * limit
+    assert not np.any(variables["params"]["conv1"]["bias"])
+
+
+def test_losses_match_definitions():
+    logits = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]], np.float32)
+    labels = np.array([0, 2])
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(sparse_categorical_crossentropy(logits, labels), -np.log(p[[0, 1], labels]), rtol=1e-6)
+    np.testing.assert_allclose(categorical_crossentropy(logits, labels), -np.log(p[[0, 1], labels]), rtol=1e-6)
+    z, t = np.array([[0.3], [-2.0]], np.float32), np.array([1, 0])
+    s = 1 / (1 + np.exp(-z[:, 0]))
+    np.testing.assert_allclose(binary_crossentropy(z, t), -(t * np.log(s) + (1 - t) * np.log(1 - s)), rtol=1e-6)
+
+
+def test_optimizers_by_name():
+    assert isinstance(get_optimizer("adam"), optax.GradientTransformation)
+    tx = optax.sgd(0.1)
+    assert get_optimizer(tx) is tx
+    with pytest.raises(KeyError, match="unknown optimizer"):
+        get_optimizer("adamw2")
+
+
+def test_one_step_lowers_loss_on_fixed_batch():
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.random((32, 28, 28, 1), np.float32), "label": rng.integers(0, 10, 32).astype(np.int32)}
+    state = create_train_state(get_model("mnist_cnn"), (28, 28, 1), get_optimizer("adam"), seed=0)
+    step = jax.jit(make_train_step("sparse_categorical_crossentropy"))
+    losses = []
+    for _ in range(5):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"] / m["count"]))
+    assert losses[-1] < losses[0]
+    assert int(state.step) == 5
+
+
+def test_fit_trains_without_retracing(data_dir, monkeypatch):
+    original = loop.make_train_step
+    monkeypatch.setattr(loop, "make_train_step",
+                        lambda *a, **k: chex.assert_max_traces(original(*a, **k), n=1))
+    ds = _mnist_slice(data_dir)
+    trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
+    hist = trainer.fit(ds.x_train, ds.y_train, epochs=3, batch_size=32, validation_data=(ds.x_test, ds.y_test),
+                       verbose=0)
+    assert set(hist) >= {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert len(hist["loss"]) == 3 and hist["loss"][-1] < hist["loss"][0]
+    assert hist["val_accuracy"][-1] > 0.5
+    assert int(trainer.state.step) == 3 * (512 // 32)
+
+
+def test_evaluate_counts_every_example_once_with_ragged_tail(data_dir):
+    ds = _mnist_slice(data_dir, n_test=301)
+    trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
+    trainer.fit(ds.x_train, ds.y_train, epochs=1, batch_size=64, verbose=0)
+    probs = trainer.predict(ds.x_test, batch_size=64)
+    assert probs.shape == (301, 10)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    expected_acc = float(np.mean(probs.argmax(-1) == ds.y_test))
+    expected_loss = float(np.mean(-np.log(probs[np.arange(301), ds.y_test])))
+    for bs in (64, 100, 301, 512):
+        got = trainer.evaluate(ds.x_test, ds.y_test, batch_size=bs)
+        assert got["accuracy"] == pytest.approx(expected_acc, abs=1e-9)
+        assert got["loss"] == pytest.approx(expected_loss, rel=1e-4)
+
+
+def test_validation_split_uses_last_fraction(data_dir):
+    ds = _mnist_slice(data_dir, n_train=640)
+    trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
+    hist = trainer.fit(ds.x_train, ds.y_train, epochs=1, batch_size=32, validation_split=0.25, verbose=0)
+    assert int(trainer.state.step) == 480 // 32  # trained on the first 75% only
+    last = trainer.evaluate(ds.x_train[480:], ds.y_train[480:], batch_size=32)
+    assert hist["val_loss"][0] == pytest.approx(last["loss"], rel=1e-5)
+    assert hist["val_accuracy"][0] == pytest.approx(last["accuracy"])
+
+
+def test_nan_loss_stops_training_with_message():
+    x = np.full((64, 28, 28, 1), np.nan, np.float32)
+    trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan in epoch 1 .*training stopped"):
+        trainer.fit(x, np.zeros(64, np.int32), epochs=1, batch_size=32, verbose=0)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
+    with pytest.raises(ValueError, match=r"shape \(32, 32, 3\) do not fit the model's input shape \(28, 28, 1\)"):
+        trainer.fit(np.zeros((64, 32, 32, 3), np.uint8), np.zeros(64, np.int32), verbose=0)
