@@ -17,8 +17,16 @@ BatchNorm = functools.partial(nn.BatchNorm, momentum=0.99, epsilon=1e-3)
 
 
 def max_pool(x, size: int = 2):
-    """Keras MaxPooling2D(): pool `size`, stride `size`, VALID."""
-    return nn.max_pool(x, (size, size), strides=(size, size), padding="VALID")
+    """Keras MaxPooling2D(): pool `size`, stride `size`, VALID.
+
+    Computed as a reshape and a max over non-overlapping windows: the same values as
+    `nn.max_pool`, but XLA:CPU runs its gradient ~4x faster than reduce-window's (which
+    dominated N1's train step on CPU). Ties share the gradient (they only occur at ReLU's zeros,
+    whose gradient is zero anyway).
+    """
+    n, h, w, c = x.shape
+    x = x[:, : h // size * size, : w // size * size]
+    return x.reshape(n, h // size, size, w // size, size, c).max(axis=(2, 4))
 
 
 def flatten(x):

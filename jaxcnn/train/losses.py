@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -13,7 +14,9 @@ def _binary_logits(logits):
 
 
 def sparse_categorical_crossentropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    # Through a one-hot product rather than optax's integer-label gather: its gradient is a
+    # scatter, which cost XLA:CPU ~10% of N1's step.
+    return optax.softmax_cross_entropy(logits, jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype))
 
 
 def categorical_crossentropy(logits, labels):
