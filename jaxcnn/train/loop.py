@@ -20,10 +20,12 @@ import jax
 import numpy as np
 import optax
 
+from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data.pipeline import ArrayPipeline
 from jaxcnn.data.sources import validation_split as split_last
 from jaxcnn.train.losses import output_activation
 from jaxcnn.train.optim import get_optimizer
+from jaxcnn.train.precision import resolve_compute_dtype
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.step import make_eval_step, make_train_step, predict_logits
 
@@ -60,10 +62,13 @@ class Trainer:
 
     def __init__(self, model, input_shape: Sequence[int], loss: str = "sparse_categorical_crossentropy",
                  optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate: float | None = None,
-                 seed: int = 0, params=None, strategy=None, compute_dtype=None, data_backend: str = "auto"):
+                 seed: int = 0, params=None, strategy=None, compute_dtype="auto", data_backend: str = "auto"):
         self.model, self.loss_name, self.seed = model, loss, seed
         self.input_shape = tuple(input_shape)
         self.tx = get_optimizer(optimizer, learning_rate)
+        # "auto": bfloat16 compute on GPU/TPU, float32 on CPU; params and loss stay float32.
+        compute_dtype = resolve_compute_dtype(compute_dtype)
+        enable_compilation_cache()  # once per process; JAXCNN_COMPILATION_CACHE=off disables it
         self.compute_dtype, self.data_backend = compute_dtype, data_backend
         from jaxcnn.parallel import get_strategy
 
@@ -95,8 +100,13 @@ class Trainer:
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, validation_split: float | None = None,
             validation_data=None, augment: Callable | None = None, callbacks: Sequence[Callback] = (),
             initial_epoch: int = 0, initial_step: int = 0, verbose: int = 1,
-            log_every: int | None = None) -> dict[str, list]:
+            log_every: int | None = None, road: str = "auto", device_augment: Callable | None = None,
+            steps_per_call: int = 100) -> dict[str, list]:
         """Train like Keras' `fit`; returns the history (also kept in `self.history`).
+
+        `road`: "pipeline" (tf.data/numpy batches, one dispatch per step), "device" (data on the
+        device, `steps_per_call` steps per dispatch, `device_augment(images, key)` in JAX; see
+        jaxcnn.train.ondevice) or "auto" (device on GPU/TPU when the data fits, else pipeline).
 
         `validation_split` takes the LAST fraction of (x, y) before any shuffling, as Keras does.
         `initial_epoch` / `initial_step` continue a run (used by checkpoint resume).
@@ -114,6 +124,15 @@ class Trainer:
             self._check_input(vx, "validation_data")
             val_pipe = self._pipeline(vx, vy, batch_size)
         steps = pipe.steps_per_epoch()
+        from jaxcnn.train import ondevice
+
+        self.road = ondevice.choose_road(road, nbytes=x.nbytes, strategy=self.strategy,
+                                         has_host_augment=augment is not None,
+                                         has_device_augment=device_augment is not None)
+        run_epoch = self._train_epoch
+        if self.road == "device":
+            run_epoch = ondevice.DeviceRoad(self, x, y, batch_size, augment=device_augment,
+                                            steps_per_call=steps_per_call).train_epoch
         log_every = log_every or max(1, min(100, steps // 20))
         self.stop_training = False
         for cb in callbacks:
@@ -121,7 +140,7 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             start = initial_step if epoch == initial_epoch else 0
             t0 = time.perf_counter()
-            logs = self._train_epoch(pipe, epoch, epochs, start, steps, log_every, verbose, callbacks)
+            logs = run_epoch(pipe, epoch, epochs, start, steps, log_every, verbose, callbacks)
             logs["seconds"] = time.perf_counter() - t0
             if val_pipe is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_pipe(val_pipe).items()})
@@ -139,7 +158,7 @@ class Trainer:
         return self.history
 
     def _train_epoch(self, pipe, epoch, epochs, start, steps, log_every, verbose, callbacks) -> dict:
-        from tqdm.auto import tqdm
+        from jaxcnn._compat import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=f"Epoch {epoch + 1}/{epochs}", unit="step",
                    disable=not verbose, leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.train.losses import correct, get_loss
+from jaxcnn.train.precision import cast_floats
 from jaxcnn.train.state import TrainState
 
 
@@ -33,7 +34,8 @@ def make_train_step(loss_name: str, axis_name: str | None = None,
 
     `axis_name`: when run per device (pmap/shard_map), gradients, BatchNorm statistics and
     metrics are combined over that axis. `compute_dtype` (e.g. jnp.bfloat16) casts the images
-    for mixed precision; params and the loss stay float32.
+    and (inside the loss) the params for mixed precision, so every layer computes in it; the
+    stored params, their gradients, the optimizer and the loss stay float32.
     """
     loss_fn = get_loss(loss_name)
 
@@ -49,6 +51,8 @@ def make_train_step(loss_name: str, axis_name: str | None = None,
         has_bn = bool(state.batch_stats)
 
         def compute_loss(params):
+            if compute_dtype is not None:  # mixed precision: layers compute in compute_dtype
+                params = cast_floats(params, compute_dtype)
             out = state.apply_fn(_variables(state, params), images, train=True,
                                  rngs={"dropout": dropout_rng},
                                  mutable=["batch_stats"] if has_bn else False)
@@ -88,6 +92,7 @@ def make_eval_step(loss_name: str, axis_name: str | None = None, compute_dtype=N
 
 
 def predict_logits(state: TrainState, images, compute_dtype=None):
+    params = state.params
     if compute_dtype is not None:
-        images = images.astype(compute_dtype)
-    return state.apply_fn(_variables(state, state.params), images, train=False).astype(jnp.float32)
+        images, params = images.astype(compute_dtype), cast_floats(params, compute_dtype)
+    return state.apply_fn(_variables(state, params), images, train=False).astype(jnp.float32)
