@@ -131,8 +131,8 @@ class Trainer:
                                          has_device_augment=device_augment is not None)
         run_epoch = self._train_epoch
         if self.road == "device":
-            run_epoch = ondevice.DeviceRoad(self, x, y, batch_size, augment=device_augment,
-                                            steps_per_call=steps_per_call).train_epoch
+            run_epoch = ondevice.DeviceRoad.for_trainer(self, x, y, batch_size, augment=device_augment,
+                                                        steps_per_call=steps_per_call).train_epoch
         log_every = log_every or max(1, min(100, steps // 20))
         self.stop_training = False
         for cb in callbacks:

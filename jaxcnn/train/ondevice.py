@@ -143,6 +143,22 @@ class DeviceRoad:
         self.chunk = jax.jit(chunk, donate_argnums=(0,),
                              out_shardings=(strategy.replicated, strategy.replicated))
 
+    @classmethod
+    def for_trainer(cls, trainer, x, y, batch_size: int, **kwargs) -> "DeviceRoad":
+        """The trainer's road for these very arrays and settings, built (and compiled) once.
+
+        Repeated `fit` calls on the same arrays (Keras style, one epoch at a time) reuse the
+        on-device copy and the compiled chunk instead of uploading and compiling again.
+        """
+        key = (batch_size, tuple(sorted(kwargs.items(), key=lambda kv: kv[0])))
+        cached = getattr(trainer, "_device_road", None)
+        if cached is not None and cached._host[0] is x and cached._host[1] is y and cached._key_args == key:
+            return cached
+        road = cls(trainer, x, y, batch_size, **kwargs)
+        road._host, road._key_args = (x, y), key
+        trainer._device_road = road
+        return road
+
     def epoch_indices(self, epoch: int) -> np.ndarray:
         """[steps, batch] example indices of `epoch`, exactly the pipeline road's batches."""
         order = epoch_order(self.n, self.trainer.seed, epoch)
