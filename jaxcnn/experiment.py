@@ -35,6 +35,8 @@ class ExperimentConfig:
     validate_on_test: bool = True  # the tutorials pass validation_data=(x_test, y_test)
     augment: Any = None  # a recipe name ("A", "B") or parameters, see jaxcnn.data.augment
     seed: int = 0
+    road: str = "auto"  # input road: auto | pipeline | device (jaxcnn.train.ondevice)
+    precision: str = "auto"  # compute dtype: auto (bf16 on GPU/TPU, f32 on CPU) | bf16 | f32
     data_dir: str | None = None
     dataset_kwargs: dict = dataclasses.field(default_factory=dict)
     train_limit: int | None = None  # first N training examples: tiny smoke runs
@@ -75,7 +77,8 @@ def build_trainer(config: ExperimentConfig, input_shape, num_classes: int):
         kwargs.setdefault("num_classes", num_classes)
     model = get_model(config.model, **kwargs)
     return Trainer(model, input_shape, loss=config.loss, optimizer=config.optimizer,
-                   learning_rate=config.learning_rate, seed=config.seed, strategy=config.strategy)
+                   learning_rate=config.learning_rate, seed=config.seed, strategy=config.strategy,
+                   compute_dtype=config.precision, road=config.road)
 
 
 def _augment_fn(spec):
@@ -153,6 +156,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="override the recipe's (global) batch size")
     parser.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
     parser.add_argument("--workdir", help="where results go (default: runs/NAME)")
+    parser.add_argument("--road", choices=("auto", "pipeline", "device"),
+                        help="input road: per-step pipeline, data on the device, or auto (default)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "f32"),
+                        help="compute dtype (params stay float32); auto: bf16 on GPU/TPU, f32 on CPU")
     parser.add_argument("--seed", type=int, help="override the seed")
     parser.add_argument("--augment", help="augmentation recipe (A, B, none) or key=value,... parameters")
     parser.add_argument("--limit", type=int, help="use only the first N train and test examples (smoke runs)")
@@ -169,6 +176,9 @@ def apply_flags(config: ExperimentConfig, args: argparse.Namespace) -> Experimen
             changes[field] = value
     if getattr(args, "limit", None):
         changes["train_limit"] = changes["test_limit"] = args.limit
+    for field in ("road", "precision"):
+        if getattr(args, field, None) is not None:
+            changes[field] = getattr(args, field)
     return dataclasses.replace(config, **changes)
 
 

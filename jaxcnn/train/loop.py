@@ -62,12 +62,14 @@ class Trainer:
 
     def __init__(self, model, input_shape: Sequence[int], loss: str = "sparse_categorical_crossentropy",
                  optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate: float | None = None,
-                 seed: int = 0, params=None, strategy=None, compute_dtype="auto", data_backend: str = "auto"):
+                 seed: int = 0, params=None, strategy=None, compute_dtype="auto", data_backend: str = "auto",
+                 road: str = "auto"):
         self.model, self.loss_name, self.seed = model, loss, seed
         self.input_shape = tuple(input_shape)
         self.tx = get_optimizer(optimizer, learning_rate)
         # "auto": bfloat16 compute on GPU/TPU, float32 on CPU; params and loss stay float32.
         compute_dtype = resolve_compute_dtype(compute_dtype)
+        self.default_road = road  # fit's road when it names none: auto | pipeline | device
         enable_compilation_cache()  # once per process; JAXCNN_COMPILATION_CACHE=off disables it
         self.compute_dtype, self.data_backend = compute_dtype, data_backend
         from jaxcnn.parallel import get_strategy
@@ -100,13 +102,14 @@ class Trainer:
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, validation_split: float | None = None,
             validation_data=None, augment: Callable | None = None, callbacks: Sequence[Callback] = (),
             initial_epoch: int = 0, initial_step: int = 0, verbose: int = 1,
-            log_every: int | None = None, road: str = "auto", device_augment: Callable | None = None,
+            log_every: int | None = None, road: str | None = None, device_augment: Callable | None = None,
             steps_per_call: int = 100) -> dict[str, list]:
         """Train like Keras' `fit`; returns the history (also kept in `self.history`).
 
         `road`: "pipeline" (tf.data/numpy batches, one dispatch per step), "device" (data on the
         device, `steps_per_call` steps per dispatch, `device_augment(images, key)` in JAX; see
-        jaxcnn.train.ondevice) or "auto" (device on GPU/TPU when the data fits, else pipeline).
+        jaxcnn.train.ondevice) or "auto" (device on GPU/TPU when the data fits, else pipeline);
+        None: the Trainer's `road`.
 
         `validation_split` takes the LAST fraction of (x, y) before any shuffling, as Keras does.
         `initial_epoch` / `initial_step` continue a run (used by checkpoint resume).
@@ -126,7 +129,7 @@ class Trainer:
         steps = pipe.steps_per_epoch()
         from jaxcnn.train import ondevice
 
-        self.road = ondevice.choose_road(road, nbytes=x.nbytes, strategy=self.strategy,
+        self.road = ondevice.choose_road(road or self.default_road, nbytes=x.nbytes, strategy=self.strategy,
                                          has_host_augment=augment is not None,
                                          has_device_augment=device_augment is not None)
         run_epoch = self._train_epoch
