@@ -149,3 +149,12 @@ def test_compilation_cache_dir_and_off_switch(tmp_path):
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == str(tmp_path / "xdg" / "jaxcnn" / "jax_cache")
+
+
+def test_device_road_stops_on_nan_loss():
+    from jaxcnn.train import NonFiniteLossError
+
+    x = np.full((64, 28, 28, 1), np.nan, np.float32)
+    t = _trainer()
+    with pytest.raises(NonFiniteLossError, match="loss became nan"):
+        t.fit(x, np.zeros(64, np.int32), epochs=1, batch_size=32, verbose=0, road="device", steps_per_call=2)

@@ -181,7 +181,8 @@ class DeviceRoad:
         """One epoch (from `start`); same signature and result as `Trainer._train_epoch`.
 
         Metric sums are added on the device and fetched once per `log_every` steps (rounded up
-        to whole chunks). `on_step_end` callbacks run after each chunk, with the step reached.
+        to whole chunks) when `verbose`, else once at the epoch's end. `on_step_end` callbacks
+        run after each chunk, with the step reached.
         """
         from jaxcnn.train.loop import NonFiniteLossError, _means
 
@@ -201,7 +202,9 @@ class DeviceRoad:
             since_log += len(block)
             for cb in callbacks:
                 cb.on_step_end(self.trainer, epoch, step)
-            if since_log >= log_every or step == steps:
+            # Without a progress bar, fetch (and check for NaN) only at the epoch's end: each
+            # fetch waits for the device and leaves it idle until the next dispatch.
+            if (verbose and since_log >= log_every) or step == steps:
                 means = _means(jax.device_get(totals))
                 if not math.isfinite(means["loss"]):
                     if bar is not None:
