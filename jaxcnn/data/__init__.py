@@ -28,3 +28,6 @@ __all__ = [
     "validation_split",
     "write_idx",
 ]
+
+# Loaders that register further datasets.
+from jaxcnn.data import audio, video  # noqa: E402,F401
