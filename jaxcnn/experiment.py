@@ -45,7 +45,8 @@ class ExperimentConfig:
     description: str = ""
 
 
-# name -> fn(trainer, dataset, config, workdir): extra outputs some tutorials show.
+# name -> fn(trainer, dataset, config, workdir) -> dict of extra metrics (or None): extra
+# outputs some tutorials show. Figures are written by process 0 only.
 EXTRAS: dict[str, Callable] = {}
 
 
@@ -55,6 +56,50 @@ def register_extra(name: str):
         return fn
 
     return wrap
+
+
+def _is_writer() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+@register_extra("filters")
+def _filters(trainer, ds, config, workdir):
+    """filters.png: the first conv layer's first 6 filters, min-max normalized, gray (tutorial C)."""
+    import jax
+
+    from jaxcnn import viz
+
+    params = jax.device_get(trainer.state.params)
+    first = next(k for k in params if "conv" in k)
+    if _is_writer():
+        viz.plot_filters(params[first]["kernel"], os.path.join(workdir, "filters.png"), count=6)
+
+
+@register_extra("samples")
+def _samples(trainer, ds, config, workdir):
+    """samples.png: training images with their class name and index (tutorial D)."""
+    from jaxcnn import viz
+
+    if _is_writer():
+        viz.plot_samples(ds.x_train[:32], ds.y_train[:32], ds.class_names, os.path.join(workdir, "samples.png"))
+
+
+@register_extra("frame_baseline")
+def _frame_baseline(trainer, ds, config, workdir):
+    """Train a frame-only classifier on one random frame per clip: it shows no frame tells the class."""
+    from jaxcnn.data.video import single_frames
+    from jaxcnn.models import get_model
+    from jaxcnn.train import Trainer
+
+    x_train, x_test = single_frames(ds.x_train, config.seed), single_frames(ds.x_test, config.seed + 1)
+    baseline = Trainer(get_model("frame_baseline", num_classes=ds.num_classes), x_train.shape[1:],
+                       loss=config.loss, optimizer=config.optimizer, seed=config.seed, strategy=config.strategy)
+    baseline.fit(x_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size, verbose=0)
+    test = baseline.evaluate(x_test, ds.y_test)
+    return {"frame_baseline_test_accuracy": test["accuracy"], "frame_baseline_test_loss": test["loss"],
+            "chance_accuracy": 1.0 / ds.num_classes}
 
 
 def load_data(config: ExperimentConfig):
@@ -126,14 +171,14 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         "jax_version": jax.__version__,
         "reported": config.reported,
     }
+    for name in config.extras:
+        metrics.update(EXTRAS[name](trainer, ds, config, workdir) or {})
     if jax.process_index() == 0:
         _write_json(os.path.join(workdir, "history.json"), history)
         _write_json(os.path.join(workdir, "metrics.json"), metrics)
         viz.plot_history(history, os.path.join(workdir, "curves.png"), title=config.name)
         checkpoint.save_params(os.path.join(workdir, "params"), trainer.state.params,
                                trainer.state.batch_stats)
-        for name in config.extras:
-            EXTRAS[name](trainer, ds, config, workdir)
     if verbose:
         print(f"{config.name}: test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}"
               f" (tutorial: {config.reported or 'not reported'}); results in {workdir}", file=sys.stderr)
