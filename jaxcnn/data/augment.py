@@ -37,9 +37,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
-# A sample point within this distance of the image edge still counts as inside for `constant`
+# A sample point within this distance (pixels) of the image edge still counts as inside for `constant`
 # (float32 coordinates vs Keras' float64 ones).
-_EDGE_EPS = 1e-3
+_EDGE_EPS = 1e-4
 
 ShiftRange = float | int | Sequence[float]
 
