@@ -321,14 +321,14 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
         class_names = all_classes
     label_of = {c: i for i, c in enumerate(class_names)}
 
-    arrays = {}
+    arrays, resize = {}, image_size is not None
     for split in ("train", "test"):
-        entries = [(n, s, label_of[c]) for c in sorted(tree[split]) if c in label_of for n, s in tree[split][c]]
+        entries = [(n, s, label_of[c]) for c in class_names for n, s in tree[split].get(c, [])]
         if not entries:
             raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in the {split} split")
         names, sources, labels = zip(*entries)
         images, kept, shapes = decode_images(sources, image_size, channels, on_error, names)
-        if image_size is None:
+        if not resize:
             want = images.shape[1:3]
             bad = np.nonzero(np.any(shapes != np.asarray(want), axis=1))[0]
             if len(bad):
