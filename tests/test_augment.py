@@ -49,15 +49,28 @@ def _keras(x, p, mode, cval=0.3):
                                               fill_mode=mode, cval=cval, order=1)
 
 
+@pytest.mark.parametrize("kernel", ["op", "xla"])
 @pytest.mark.parametrize("mode", FILL_MODES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_apply_affine_matches_keras_everywhere(shape, mode):
+def test_apply_affine_matches_keras_everywhere(shape, mode, kernel):
     """Whole image, border included: the fill modes mean scipy's (Keras') fill modes."""
     x = _image(shape)
     for p in PARAMS:
         want = _keras(x, p, mode)
-        got = apply_affine(x, *p, fill_mode=mode, cval=0.3).numpy()
+        got = apply_affine(x, *p, fill_mode=mode, cval=0.3, kernel=kernel).numpy()
         np.testing.assert_allclose(got, want, atol=2e-5, err_msg=f"{shape} {mode} {p}")
+
+
+@pytest.mark.parametrize("mode", FILL_MODES)
+def test_tf_kernels_agree(mode):
+    from jaxcnn.data.augment import tf_transform_batch
+
+    x = _image((4, 70, 66, 3), seed=9)
+    t = tf.constant([[1.1, 0.2, -3.0, -0.1, 0.9, 5.0, 0, 0], [0.7, -0.3, 20.0, 0.3, 0.8, -4.0, 0, 0],
+                     [-1.0, 0.0, 65.0, 0.0, 1.0, 0.0, 0, 0], [1.3, 0.4, -10.0, -0.2, 1.2, -9.0, 0, 0]])
+    outs = {k: tf_transform_batch(x, t, mode, 0.3, kernel=k).numpy() for k in ("op", "gather", "xla", "auto")}
+    for k in ("gather", "xla", "auto"):
+        np.testing.assert_allclose(outs[k], outs["op"], atol=2e-5, err_msg=k)
 
 
 @pytest.mark.parametrize("mode", FILL_MODES)
