@@ -599,7 +599,7 @@ def make_jax_augment(config: AugmentConfig | str | None) -> Callable | None:
 
 
 def save_augment_preview(images, config: AugmentConfig | str, path: str, *, n_augmented: int = 7,
-                         seed: int = 0, titles: Sequence[str] | None = None) -> str:
+                         seed: int = 0, titles: Sequence[str] | None = None, dpi: int = 80) -> str:
     """A PNG grid: one row per input image, the original then `n_augmented` augmented copies."""
     import matplotlib
 
@@ -631,6 +631,6 @@ def save_augment_preview(images, config: AugmentConfig | str, path: str, *, n_au
             if j == 0 and titles is not None:
                 ax.set_ylabel(titles[i], fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
