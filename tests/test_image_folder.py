@@ -112,11 +112,19 @@ def test_archive_streamed_equals_folder_and_npz_cache(tmp_path, monkeypatch):
     def no_decode(*a, **k):
         raise AssertionError("decoded again despite the .npz cache")
 
+    with pytest.warns(UserWarning, match="skipped 1"):
+        subset = load_image_folder(archive, classes=("zebra", "moth"), use_cache=False)
     monkeypatch.setattr(image_folder, "decode_images", no_decode)
     again = load_image_folder(archive, cache_dir=cache)
     np.testing.assert_array_equal(again.x_train, ds.x_train)
     np.testing.assert_array_equal(again.y_test, ds.y_test)
     assert again.class_names == ds.class_names
+    # A class subset comes from the cached whole dataset, as if decoded directly.
+    sub = load_image_folder(archive, cache_dir=cache, classes=("zebra", "moth"))
+    assert sub.class_names == ("zebra", "moth")
+    for a, b in ((sub.x_train, subset.x_train), (sub.y_train, subset.y_train),
+                 (sub.x_test, subset.x_test), (sub.y_test, subset.y_test)):
+        np.testing.assert_array_equal(a, b)
     # A changed archive is a different cache entry.
     os.utime(archive, ns=(1, 1))
     with pytest.raises(AssertionError, match="decoded again"):

@@ -262,6 +262,29 @@ def _folder_key(root: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _load_npz(npz_path: str, name: str) -> Dataset | None:
+    if not os.path.isfile(npz_path):
+        return None
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            return Dataset(name, z["x_train"], z["y_train"], z["x_test"], z["y_test"],
+                           tuple(str(c) for c in z["class_names"]))
+    except (OSError, ValueError, KeyError):
+        os.remove(npz_path)  # a damaged cache file: decode again
+        return None
+
+
+def _select_classes(ds: Dataset, classes: Sequence[str]) -> Dataset:
+    """Keep `classes`, relabelled 0.. in the order given (examples grouped in that order)."""
+    out = {}
+    for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        idx = np.concatenate([np.nonzero(y == ds.class_names.index(c))[0] for c in classes])
+        labels = np.concatenate([np.full(int(np.sum(y == ds.class_names.index(c))), i, np.int32)
+                                 for i, c in enumerate(classes)])
+        out[split] = (x[idx], labels)
+    return Dataset(ds.name, *out["train"], *out["test"], class_names=tuple(classes))
+
+
 def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = None,
                       classes: Sequence[str] | None = None, channels: int | None = None,
                       on_error: str = "skip", cache_dir: str | None = None, use_cache: bool = True,
@@ -286,18 +309,22 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
 
     npz_path = None
     if use_cache:
-        options = dict(v=_CACHE_VERSION, image_size=image_size, classes=list(classes) if classes else None,
-                       channels=channels, on_error=on_error)
         src = ("archive:" + _archive_key(path)) if archive else ("folder:" + _folder_key(path))
-        key = hashlib.sha256((src + json.dumps(options, sort_keys=True)).encode()).hexdigest()[:16]
-        npz_path = os.path.join(cache_root(cache_dir), "arrays", f"{name}-{key}.npz")
-        if os.path.isfile(npz_path):
-            try:
-                with np.load(npz_path, allow_pickle=False) as z:
-                    return Dataset(name, z["x_train"], z["y_train"], z["x_test"], z["y_test"],
-                                   tuple(str(c) for c in z["class_names"]))
-            except (OSError, ValueError, KeyError):
-                os.remove(npz_path)  # a damaged cache file: decode again
+
+        def npz_for(subset):
+            options = dict(v=_CACHE_VERSION, image_size=image_size, classes=list(subset) if subset else None,
+                           channels=channels, on_error=on_error)
+            key = hashlib.sha256((src + json.dumps(options, sort_keys=True)).encode()).hexdigest()[:16]
+            return os.path.join(cache_root(cache_dir), "arrays", f"{name}-{key}.npz")
+
+        npz_path = npz_for(classes)
+        cached = _load_npz(npz_path, name)
+        if cached is None and classes:
+            full = _load_npz(npz_for(None), name)  # a subset of the cached whole dataset
+            if full is not None and all(c in full.class_names for c in classes):
+                return _select_classes(full, classes)
+        if cached is not None:
+            return cached
 
     if archive and not extract:
         tree, ignored = _scan_archive(path)
