@@ -161,6 +161,12 @@ def test_tf_augment_in_array_pipeline_and_tf_function():
     assert e0[0].shape == (8, 12, 12, 1) and e0[0].dtype == np.float32
     np.testing.assert_array_equal(e0[0], e0b[0])
     assert not np.array_equal(e0[0], e1[0])
+    # Large images take the XLA kernel inside tf.data; same batches as the fused op.
+    big = (np.random.default_rng(6).random((4, 64, 72, 3)) * 255).astype(np.uint8)
+    runs = [[b["image"] for b in ArrayPipeline(big, np.zeros(4, int), 2, seed=1, backend="tf",
+                                               augment=make_tf_augment("B", kernel=k)).train_batches(0)]
+            for k in ("auto", "op")]
+    np.testing.assert_allclose(runs[0][0], runs[1][0], atol=2e-5)
     fn = tf.function(make_tf_augment("B"))  # traces with unknown batch size too
     out = fn(tf.constant(x[:5].astype(np.float32)), tf.constant([0, 1], tf.int64))
     assert out.shape == (5, 12, 12, 1)

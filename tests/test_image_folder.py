@@ -177,9 +177,12 @@ def test_image_folder_route_in_registry(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def persistent_cache(request):
+def persistent_cache(request, tmp_path_factory):
     """$JAXCNN_CACHE_DIR if set, else pytest's own cache folder: decoding runs once per machine."""
-    return os.environ.get("JAXCNN_CACHE_DIR") or str(request.config.cache.mkdir("jaxcnn-cache"))
+    if os.environ.get("JAXCNN_CACHE_DIR"):
+        return os.environ["JAXCNN_CACHE_DIR"]
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    return str(cache.mkdir("jaxcnn-cache")) if cache else str(tmp_path_factory.mktemp("jaxcnn-cache"))
 
 
 def test_real_cifar10_archive(data_dir, persistent_cache):
