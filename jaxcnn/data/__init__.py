@@ -6,6 +6,7 @@ pipelines (TensorFlow imported lazily) with a pure-numpy fallback for hosts with
 
 from jaxcnn.data.errors import DataError
 from jaxcnn.data.idx import read_idx, write_idx
+from jaxcnn.data import image_folder as _image_folder  # noqa: F401  (registers cifar10)
 from jaxcnn.data.sources import (
     Dataset,
     dataset_dir,
