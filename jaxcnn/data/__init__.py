@@ -6,7 +6,6 @@ pipelines (TensorFlow imported lazily) with a pure-numpy fallback for hosts with
 
 from jaxcnn.data.errors import DataError
 from jaxcnn.data.idx import read_idx, write_idx
-from jaxcnn.data import image_folder as _image_folder  # noqa: F401  (registers cifar10)
 from jaxcnn.data.sources import (
     Dataset,
     dataset_dir,
@@ -30,5 +29,5 @@ __all__ = [
     "write_idx",
 ]
 
-# Loaders that register further datasets.
-from jaxcnn.data import audio, video  # noqa: E402,F401
+# Loaders that register further datasets (cifar10, spoken_digits, moving_digits).
+from jaxcnn.data import audio, image_folder, video  # noqa: E402,F401
