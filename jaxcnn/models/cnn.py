@@ -212,11 +212,9 @@ class Cifar10CNN(nn.Module):
     """The CNN tutorial D names as its next step (the classic Keras `cifar10_cnn` example):
 
     C32(same) C32 P Do.25 C64(same) C64 P Do.25 F D512 Do.5 -> classes (1,250,858 parameters).
-    `batch_norm=True` adds a BatchNorm after each conv's ReLU (as N7), which trains faster.
     """
 
     num_classes: int = 10
-    batch_norm: bool = False
     conv_dropout: float = 0.25
     dense_dropout: float = 0.5
 
@@ -227,8 +225,6 @@ class Cifar10CNN(nn.Module):
             for j, padding in ((1, "SAME"), (2, "VALID")):
                 name = f"conv{2 * block - 2 + j}"
                 x = nn.relu(Conv(filters, (3, 3), padding=padding, name=name)(x))
-                if self.batch_norm:
-                    x = BatchNorm(use_running_average=not train, name=name.replace("conv", "bn"))(x)
             x = _dropout(self.conv_dropout, train, max_pool(x))
         x = nn.relu(Dense(512, name="dense1")(flatten(x)))
         x = _dropout(self.dense_dropout, train, x)
