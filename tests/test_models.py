@@ -9,7 +9,6 @@ XLA's optimizations are switched off for this module: compiling dominates these 
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
