@@ -433,6 +433,9 @@ class CheckpointCallback:
         self.resumed_from = None
         if self.resume:
             self._restore(trainer)
+        elif self.manager.all_steps():
+            raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
+                                  f"{self.manager.all_steps()}) and resume=False: use another directory")
         self._step = int(trainer.state.step)
         if jax.process_count() == 1:  # with several, JAX's preemption service owns SIGTERM
             self._sigterm.install()

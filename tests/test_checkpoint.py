@@ -206,3 +206,19 @@ def test_newer_format_is_a_clear_error(reference, tmp_path):
     with pytest.raises(checkpoint.CheckpointFormatError, match="newer jaxcnn"):
         checkpoint.CheckpointCallback(str(tmp_path / "checkpoints")).on_train_begin(worker.make_trainer())
     assert newest in steps_on_disk(tmp_path)  # left in place
+
+
+def test_experiment_rerun_resumes_in_the_same_workdir(tmp_path, data_dir):
+    from jaxcnn.cli import main
+
+    workdir = str(tmp_path / "run")
+    args = ["train", "mnist_cnn", "--limit", "64", "--batch-size", "32", "--workdir", workdir,
+            "--data-dir", data_dir, "--quiet", "--checkpoint-every", "1"]
+    assert main(args + ["--epochs", "1"]) == 0
+    assert steps_on_disk(workdir) == [1, 2]
+    assert main(args + ["--epochs", "2"]) == 0  # the same command with more epochs: continues
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    history = json.load(open(os.path.join(workdir, "history.json")))
+    assert metrics["resumed_from_step"] == 2 and len(history["loss"]) == 2
+    assert metrics["best_checkpoint"]["metric"] == "val_accuracy"
+    assert steps_on_disk(workdir)[-1] == 4
