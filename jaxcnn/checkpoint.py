@@ -304,7 +304,7 @@ class CheckpointManager:
             except (CheckpointMismatchError, CheckpointFormatError):
                 raise
             except Exception as e:  # noqa: BLE001  (any read failure means: this one is unusable)
-                msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                msg = (str(e).strip().splitlines() or [""])[0].split(" [tensorstore_spec")[0][:300]
                 dest = self.quarantine(step)
                 bad.append(step)
                 _log(f"checkpoint {self._step_dir(step)} is unreadable ({type(e).__name__}: {msg}); "
@@ -374,26 +374,41 @@ def _best_step_from_metrics(mgr: CheckpointManager) -> int | None:
 
 # -- the training callback -------------------------------------------------------------------------
 class _SigtermFlag:
-    """SIGTERM sets a flag (the loop saves and stops at the next step end); restored afterwards."""
+    """SIGTERM sets a flag (the loop saves and stops at the next step end); restored afterwards.
+
+    A second SIGTERM does what the previous handler would have done (by default: terminate), so
+    a process whose loop no longer checks the flag (it crashed, or hangs) can still be stopped.
+    """
 
     def __init__(self):
         self.flag = False
         self._previous = None
+        self._installed = False
 
     def install(self):
         if threading.current_thread() is not threading.main_thread():
             return
         self.flag = False
+        current = signal.getsignal(signal.SIGTERM)
+        # A handler left by an earlier fit that crashed is ours too: chain to what it replaced.
+        previous = getattr(current, "_jaxcnn_previous", current)
+        self._previous = signal.SIG_DFL if previous is None else previous
 
         def handler(signum, frame):
+            if self.flag:
+                signal.signal(signal.SIGTERM, self._previous)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             self.flag = True
 
-        self._previous = signal.signal(signal.SIGTERM, handler)
+        handler._jaxcnn_previous = self._previous
+        signal.signal(signal.SIGTERM, handler)
+        self._installed = True
 
     def uninstall(self):
-        if self._previous is not None:
+        if self._installed:
             signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+            self._installed = False
 
 
 def _epoch_sums_json(sums):
