@@ -325,14 +325,17 @@ class CheckpointManager:
 def load_weights(trainer, path: str, step: int | str = "latest") -> int | None:
     """Put params and batch_stats from `path` into `trainer.state` (the optimizer state is kept).
 
-    `path`: a run's checkpoint folder (then `step` is an int, "latest" or "best"), or a weights
-    folder written by `save_params` (`workdir/params`). The checkpoint's optimizer may differ.
+    `path`: a run's checkpoint folder (then `step` is an int, "latest" or "best": the best epoch
+    end by the metric the run tracked), one step's folder in it, or a weights folder written by
+    `save_params` (`workdir/params`). The checkpoint's optimizer may differ.
     Returns the step loaded (None for a weights folder).
     """
     path = os.path.abspath(path)
     if not os.path.isdir(path):
         raise CheckpointNotFoundError(f"{path}: no checkpoint directory")
     like = {"params": trainer.state.params, "batch_stats": trainer.state.batch_stats}
+    if os.path.isdir(os.path.join(path, "state")) and os.path.basename(path).isdigit():
+        path, step = os.path.dirname(path), int(os.path.basename(path))  # one step's folder
     if os.path.isfile(os.path.join(path, "_CHECKPOINT_METADATA")) and not os.path.isdir(
             os.path.join(path, "state")):
         saved = _shapes(restore_params(path))
@@ -361,15 +364,26 @@ def load_weights(trainer, path: str, step: int | str = "latest") -> int | None:
 
 
 def _best_step_from_metrics(mgr: CheckpointManager) -> int | None:
-    """The best step by the `best` record in the loop state (kept by CheckpointCallback)."""
+    """The best step on disk by the metric the run tracked (its name and mode are in the loop state).
+
+    Among checkpoints saved with metrics (epoch ends); ties go to the later step, as in Orbax.
+    """
+    record = None
     for step in sorted(mgr.all_steps(), reverse=True):
         try:
-            best = mgr.read_loop(step).get("best")
+            record = mgr.read_loop(step).get("best")
+            break
         except (OSError, ValueError):
             continue
-        if best and best.get("step") in mgr.all_steps():
-            return best["step"]
-    return mgr.latest_step()
+    if not record:
+        raise CheckpointNotFoundError(f"{mgr.directory}: no best checkpoint recorded (the run tracked "
+                                      "no metric, or saved none at an epoch end): use step='latest'")
+    metric, sign = record["metric"], (1.0 if record.get("mode", "max") == "max" else -1.0)
+    scored = [(sign * float(m[metric]), step) for step in mgr.all_steps()
+              if (m := mgr.metrics(step)) and metric in m]
+    if not scored:
+        raise CheckpointNotFoundError(f"{mgr.directory}: no checkpoint holds the metric {metric!r}")
+    return max(scored)[1]
 
 
 # -- the training callback -------------------------------------------------------------------------
@@ -477,11 +491,12 @@ class CheckpointCallback:
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         if self.best_metric and self.best_metric in logs:
             value = float(logs[self.best_metric])
-            better = (self.best is None or (value > self.best["value"] if self.best_mode == "max"
-                                            else value < self.best["value"]))
+            # Ties go to the later epoch, as Orbax's BestN keeps it.
+            better = (self.best is None or (value >= self.best["value"] if self.best_mode == "max"
+                                            else value <= self.best["value"]))
             if better:
                 self.best = {"step": int(trainer.state.step), "epoch": epoch + 1, "value": value,
-                             "metric": self.best_metric}
+                             "metric": self.best_metric, "mode": self.best_mode}
         preempted = self._sigterm.flag
         if self.save_on_epoch_end or preempted:
             self._save(trainer, epoch + 1, 0, metrics={k: float(v) for k, v in logs.items()})

@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -172,12 +174,18 @@ def sgd_trainer():
     return worker.make_trainer(optimizer="sgd")
 
 
-def test_restore_params_into_a_fresh_model_for_predict(reference, sgd_trainer):
+def test_restore_params_into_a_fresh_model_for_predict(reference, sgd_trainer, tmp_path):
     ds = worker.data()
     trainer = sgd_trainer  # another optimizer: only the weights are taken
     step = checkpoint.load_weights(trainer, str(reference / "checkpoints"))
     assert step == 2 * STEPS
     want = final_params(reference)
+    np.testing.assert_array_equal(trainer.predict(ds.x_test), want["predictions"])
+    # One step's folder, and the plain weights folder (`workdir/params`) work the same way.
+    assert checkpoint.load_weights(trainer, str(reference / "checkpoints" / str(step))) == step
+    checkpoint.save_params(str(tmp_path / "params"), trainer.state.params, trainer.state.batch_stats)
+    trainer.state = trainer.state.replace(params=jax.tree.map(jnp.zeros_like, trainer.state.params))
+    assert checkpoint.load_weights(trainer, str(tmp_path / "params")) is None
     np.testing.assert_array_equal(trainer.predict(ds.x_test), want["predictions"])
     best = checkpoint.load_weights(trainer, str(reference / "checkpoints"), step="best")
     loop = checkpoint.CheckpointManager(str(reference / "checkpoints"), create=False).read_loop(2 * STEPS)
