@@ -242,3 +242,17 @@ def test_experiment_rerun_resumes_in_the_same_workdir(tmp_path, data_dir):
     assert metrics["resumed_from_step"] == 2 and len(history["loss"]) == 2
     assert metrics["best_checkpoint"]["metric"] == "val_accuracy"
     assert steps_on_disk(workdir)[-1] == 4
+
+
+def test_all_checkpoints_unreadable_is_an_error_then_a_fresh_start(reference, tmp_path, sgd_trainer):
+    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    steps = steps_on_disk(tmp_path)
+    for step in steps:
+        os.remove(tmp_path / "checkpoints" / str(step) / "loop" / "metadata")
+    cb = checkpoint.CheckpointCallback(str(tmp_path / "checkpoints"))
+    with pytest.raises(checkpoint.CheckpointCorruptError, match="no readable checkpoint"):
+        cb.on_train_begin(sgd_trainer)
+    assert len(os.listdir(tmp_path / "checkpoints" / "corrupt")) == len(steps)  # kept for inspection
+    cb.on_train_begin(sgd_trainer)  # the directory is usable again: a fresh start
+    cb.on_train_end(sgd_trainer)
+    assert cb.resumed_from is None and steps_on_disk(tmp_path) == []
