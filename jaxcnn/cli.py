@@ -59,7 +59,12 @@ def _cmd_train(args) -> int:
     module = load_experiment(args.experiment)
     config = experiment.apply_flags(module.get_config(), args)
     workdir = args.workdir or os.path.join("runs", config.name)
-    experiment.train_and_evaluate(config, workdir, verbose=0 if args.quiet else 1)
+    from jaxcnn.checkpoint import Preempted
+
+    try:
+        experiment.train_and_evaluate(config, workdir, verbose=0 if args.quiet else 1)
+    except Preempted as e:  # SIGTERM: the checkpoint is written, the message is on stderr
+        return e.exit_code
     return 0
 
 

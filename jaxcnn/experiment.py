@@ -40,6 +40,12 @@ class ExperimentConfig:
     train_limit: int | None = None  # first N training examples: tiny smoke runs
     test_limit: int | None = None
     strategy: str | None = None  # device strategy, see jaxcnn.parallel
+    # Checkpoints in workdir/checkpoints (jaxcnn.checkpoint): at each epoch end, plus every N steps
+    # when set; the last `checkpoint_keep` are kept and the best by `checkpoint_best`.
+    checkpoint_every_steps: int | None = None
+    checkpoint_keep: int = 3
+    checkpoint_best: str | None = "val_accuracy"
+    checkpoint_best_mode: str = "max"
     extras: tuple = ()  # names in EXTRAS: extra figures an experiment writes
     reported: dict = dataclasses.field(default_factory=dict)
     description: str = ""
@@ -136,6 +142,8 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
 
     Writes history.json, metrics.json (test loss/accuracy, seconds per epoch, device, the
     tutorial's numbers), curves.png and the final parameters (Orbax, `workdir/params`).
+    Checkpoints go to `workdir/checkpoints`; rerunning with the same workdir resumes from the
+    newest one (mid-epoch included). On SIGTERM it saves and raises `checkpoint.Preempted`.
     """
     import jax
 
@@ -145,10 +153,14 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
     ds = load_data(config)
     trainer = build_trainer(config, ds.input_shape, ds.num_classes)
     validation = (ds.x_test, ds.y_test) if config.validate_on_test and not config.validation_split else None
+    ckpt = checkpoint.CheckpointCallback(
+        os.path.join(workdir, "checkpoints"), every_n_steps=config.checkpoint_every_steps,
+        max_to_keep=config.checkpoint_keep, best_metric=config.checkpoint_best,
+        best_mode=config.checkpoint_best_mode, verbose=bool(verbose))
     t0 = time.perf_counter()
     history = trainer.fit(ds.x_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size,
                           validation_split=config.validation_split, validation_data=validation,
-                          augment=_augment_fn(config.augment), verbose=verbose)
+                          augment=_augment_fn(config.augment), verbose=verbose, callbacks=[ckpt])
     train_seconds = time.perf_counter() - t0
     test = trainer.evaluate(ds.x_test, ds.y_test, batch_size=max(config.batch_size, 256))
     metrics = {
@@ -170,6 +182,8 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         "host": platform.node(),
         "jax_version": jax.__version__,
         "reported": config.reported,
+        "resumed_from_step": ckpt.resumed_from,
+        "best_checkpoint": ckpt.best,  # {"step", "epoch", "value", "metric"}: load_weights(step="best")
     }
     for name in config.extras:
         metrics.update(EXTRAS[name](trainer, ds, config, workdir) or {})
@@ -202,13 +216,16 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", help="augmentation recipe (A, B, none) or key=value,... parameters")
     parser.add_argument("--limit", type=int, help="use only the first N train and test examples (smoke runs)")
     parser.add_argument("--strategy", help="device strategy: jit (default) or pmap")
+    parser.add_argument("--checkpoint-every", type=int, metavar="N",
+                        help="also checkpoint every N steps (default: at epoch ends only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def apply_flags(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
     changes = {}
     for flag, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("data_dir", "data_dir"),
-                        ("seed", "seed"), ("augment", "augment"), ("strategy", "strategy")):
+                        ("seed", "seed"), ("augment", "augment"), ("strategy", "strategy"),
+                        ("checkpoint_every", "checkpoint_every_steps")):
         value = getattr(args, flag, None)
         if value is not None:
             changes[field] = value
@@ -223,5 +240,10 @@ def main(config: ExperimentConfig, argv=None) -> dict:
     add_flags(parser)
     args = parser.parse_args(argv)
     config = apply_flags(config, args)
-    return train_and_evaluate(config, args.workdir or os.path.join("runs", config.name),
-                              verbose=0 if args.quiet else 1)
+    from jaxcnn.checkpoint import Preempted
+
+    try:
+        return train_and_evaluate(config, args.workdir or os.path.join("runs", config.name),
+                                  verbose=0 if args.quiet else 1)
+    except Preempted as e:  # the checkpoint is written; the message is on stderr
+        raise SystemExit(e.exit_code) from None

@@ -78,6 +78,12 @@ class Trainer:
             predict_logits(state, images, compute_dtype), loss))
         self.history: dict[str, list] = {}
         self.stop_training = False
+        # Checkpoint resume (jaxcnn.checkpoint): set by a callback's on_train_begin to
+        # (epoch, step in epoch, the epoch's metric sums so far); fit continues from there.
+        self.resume_point: tuple | None = None
+        self.steps_per_epoch: int | None = None
+        self.fit_info: dict = {}
+        self._epoch_sums, self._pending = None, []
 
     # -- pipelines -----------------------------------------------------------------------------
     def _pipeline(self, x, y, batch_size, augment=None):
@@ -114,13 +120,20 @@ class Trainer:
             self._check_input(vx, "validation_data")
             val_pipe = self._pipeline(vx, vy, batch_size)
         steps = pipe.steps_per_epoch()
+        self.steps_per_epoch = steps
+        self.fit_info = {"steps_per_epoch": steps, "batch_size": batch_size, "num_examples": int(len(x))}
         log_every = log_every or max(1, min(100, steps // 20))
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self)
+        resumed_sums = None
+        if self.resume_point is not None:
+            initial_epoch, initial_step, resumed_sums = self.resume_point
+            self.resume_point = None
         for epoch in range(initial_epoch, epochs):
             start = initial_step if epoch == initial_epoch else 0
             t0 = time.perf_counter()
+            self._epoch_sums, self._pending = (resumed_sums if start else None), []
             logs = self._train_epoch(pipe, epoch, epochs, start, steps, log_every, verbose, callbacks)
             logs["seconds"] = time.perf_counter() - t0
             if val_pipe is not None:
@@ -143,18 +156,15 @@ class Trainer:
 
         bar = tqdm(total=steps, initial=start, desc=f"Epoch {epoch + 1}/{epochs}", unit="step",
                    disable=not verbose, leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-        totals, pending = None, []
         step = start
         for batch in pipe.train_batches(epoch, start_step=start):
             self.state, metrics = self._train_step(self.state, self.strategy.put_batch(batch))
-            pending.append(metrics)
+            self._pending.append(metrics)
             step += 1
             for cb in callbacks:
                 cb.on_step_end(self, epoch, step)
             if step % log_every == 0 or step == steps:
-                totals = _add(totals, jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(pending)))
-                pending = []
-                means = _means(totals)
+                means = _means(self.epoch_metric_sums())
                 if not math.isfinite(means["loss"]):
                     bar.close()
                     raise NonFiniteLossError(
@@ -165,9 +175,16 @@ class Trainer:
             if self.stop_training:
                 break
         bar.close()
-        if pending:
-            totals = _add(totals, jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(pending)))
+        totals = self.epoch_metric_sums()
         return _means(totals) if totals is not None else {"loss": float("nan"), "accuracy": float("nan")}
+
+    def epoch_metric_sums(self) -> dict | None:
+        """The current epoch's metric sums so far (checkpoints save them: resumed epochs stay whole)."""
+        if self._pending:
+            self._epoch_sums = _add(self._epoch_sums, jax.tree.map(lambda *xs: np.sum(xs, axis=0),
+                                                                   *jax.device_get(self._pending)))
+            self._pending = []
+        return self._epoch_sums
 
     # -- evaluate / predict --------------------------------------------------------------------
     def _evaluate_pipe(self, pipe) -> dict:
