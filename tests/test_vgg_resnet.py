@@ -20,7 +20,7 @@ keras = pytest.importorskip("keras")
 from jaxcnn.models import get_model  # noqa: E402
 from jaxcnn.models.vgg import preprocess_input  # noqa: E402
 from jaxcnn.weights import (WeightConversionError, convert_keras_h5, load_keras_h5,  # noqa: E402
-                            read_metadata, restore_variables)
+                            main_convert, read_metadata, restore_variables)
 
 TOL = 1e-4
 
@@ -106,6 +106,7 @@ def vgg(tmp_path_factory):
         if layer.weights:
             layer.set_weights(m.get_layer(layer.name).get_weights())
     k3.save_weights(str(d / "vgg16_k3_notop.weights.h5"))
+    k3.save(str(d / "vgg16_k3_notop.keras"))
     return dict(dir=d, x=x, logits=logits, features=features)
 
 
@@ -123,6 +124,7 @@ def test_vgg16_parity_notop_all_formats(vgg):
     k1 = load_keras_h5("vgg16", vgg["dir"] / "vgg16_keras1_notop.h5")
     _assert_trees_equal(top, k3)
     _assert_trees_equal(top, k1)
+    _assert_trees_equal(top, load_keras_h5("vgg16", vgg["dir"] / "vgg16_k3_notop.keras"))
     out = jax.jit(get_model("vgg16", include_top=False).apply)({"params": k3["params"]}, vgg["x"])
     _assert_close(out, vgg["features"])
 
@@ -163,6 +165,20 @@ def test_vgg16_orbax_roundtrip_and_errors(vgg, tmp_path):
         load_keras_h5("vgg16", not_h5)
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         load_keras_h5("vgg16", tmp_path / "nope.h5")
+
+
+def test_convert_weights_cli(vgg, tmp_path, capsys):
+    out = tmp_path / "cli_out"
+    assert main_convert(["vgg16", str(vgg["dir"] / "vgg16_k3_notop.weights.h5"), str(out)]) == 0
+    assert "13 layers" in capsys.readouterr().out
+    meta = read_metadata(out)
+    assert meta["arch"] == "vgg16" and meta["include_top"] is False
+    restored = restore_variables(out)
+    _assert_trees_equal(restored["params"], load_keras_h5("vgg16", vgg["dir"] / "vgg16_keras1_notop.h5")["params"])
+    with pytest.raises(SystemExit):
+        main_convert(["vgg16", str(out)])  # IN.h5 missing (and no --download)
+    with pytest.raises(SystemExit):
+        main_convert(["vgg19", "a.h5", str(out)])
 
 
 # ---------------------------------------------------------------- ResNet50

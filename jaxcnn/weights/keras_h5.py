@@ -6,7 +6,7 @@ Formats read:
     attr `weight_names` such as `block1_conv1/kernel:0`, or Keras-1-era `block1_conv1_W_1:0`,
     `bn_conv1_running_mean:0`; a weight's role (kernel, bias, gamma, ...) is read from its
     name, or from its position when the name says nothing.
-  * Keras 3 `save_weights("x.weights.h5")`: `layers/<object name>/vars/0..n`, the Keras layer
+  * Keras 3 `save_weights("x.weights.h5")` (and the same inside a `.keras` archive): `layers/<object name>/vars/0..n`, the Keras layer
     name in the `vars` group's attr `name` (Keras >= 3.x); without it, layers of one class
     are matched in creation order (the object names' counters).
 
@@ -18,8 +18,10 @@ moving_mean, moving_variance become params scale, bias and batch_stats mean, var
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -109,8 +111,14 @@ def read_keras_h5(path) -> tuple[dict[str, list[tuple[str | None, np.ndarray]]],
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Keras weight file not found: {path}")
+    source = path
+    if zipfile.is_zipfile(path):  # a Keras 3 `.keras` archive: its weights are model.weights.h5
+        with zipfile.ZipFile(path) as z:
+            if "model.weights.h5" not in z.namelist():
+                raise WeightConversionError(f"{path}: a zip archive without model.weights.h5")
+            source = io.BytesIO(z.read("model.weights.h5"))
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(source, "r")
     except OSError as e:
         raise WeightConversionError(f"{path}: not a readable HDF5 file ({e})") from None
     with f:
