@@ -45,12 +45,20 @@ def freeze_mask(params, trainable_prefixes: Iterable[str]):
     return mask
 
 
-def make_transfer_optimizer(tx: optax.GradientTransformation, params,
+def make_transfer_optimizer(tx: optax.GradientTransformation, params=None,
                             trainable: Iterable[str] = ("head",)) -> optax.GradientTransformation:
-    """`tx` on params under the `trainable` prefixes; the rest frozen (zero update, no state)."""
-    mask = freeze_mask(params, trainable)
-    labels = jax.tree.map(lambda m: "trainable" if m else "frozen", mask)
-    return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+    """`tx` on params under the `trainable` prefixes; the rest frozen (zero update, no state).
+
+    `params` may be left out: the labels are then computed from the params given to `init`,
+    so the optimizer can be built before the model (e.g. for `Trainer(optimizer=...)`).
+    """
+    trainable = (trainable,) if isinstance(trainable, str) else tuple(trainable)
+
+    def labels(p):
+        return jax.tree.map(lambda m: "trainable" if m else "frozen", freeze_mask(p, trainable))
+
+    return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()},
+                                 labels if params is None else labels(params))
 
 
 def _check_and_copy(dst, src, where: str):
@@ -87,24 +95,46 @@ def load_base(variables: Mapping[str, Any], pretrained: Mapping[str, Any], prefi
     return out
 
 
+def _batches(images, batch_size):
+    if isinstance(images, np.ndarray) or hasattr(images, "__array__"):
+        images = np.asarray(images)
+        for i in range(0, len(images), batch_size):
+            yield images[i:i + batch_size]
+    else:  # an iterable of batches (e.g. decoded and resized on the fly): never all in memory
+        for batch in images:
+            batch = np.asarray(batch)
+            for i in range(0, len(batch), batch_size):
+                yield batch[i:i + batch_size]
+
+
 def extract_features(apply_fn: Callable, variables, images, batch_size: int = 32,
                      compute_dtype=None) -> np.ndarray:
     """`apply_fn(variables, x)` over `images` in batches, on device, gathered as float32 numpy.
 
     Use it with the frozen base, e.g. `VGG16(include_top=False).apply` and
     `{"params": params["base"]}`, so the base runs once per image instead of once per epoch.
-    The last batch is padded to `batch_size` (one compilation) and the padding dropped.
+    `images`: an array, or an iterable of image batches. Short batches are padded to
+    `batch_size` (one compilation) and the padding dropped.
     """
-    images = np.asarray(images)
-    n = len(images)
-    if n == 0:
-        raise ValueError("extract_features: no images")
     step = jax.jit(lambda v, x: apply_fn(v, x if compute_dtype is None else x.astype(compute_dtype)))
     out = []
-    for i in range(0, n, batch_size):
-        x = images[i:i + batch_size]
+    for x in _batches(images, batch_size):
         real = len(x)
         if real < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - real, *x.shape[1:]), x.dtype)])
         out.append(np.asarray(jax.device_get(step(variables, x)), np.float32)[:real])
+    if not out:
+        raise ValueError("extract_features: no images")
     return np.concatenate(out)
+
+
+def init_with_pretrained_base(model, input_shape, pretrained, seed: int = 0, prefix: str = "base"):
+    """`model`'s variables (fresh head, seeded) with the base taken from `pretrained`: a folder
+    written by `jaxcnn convert-weights` / `save_variables`, or a variables dict."""
+    from jaxcnn.train.state import init_variables
+
+    if not isinstance(pretrained, Mapping):
+        from jaxcnn.weights import restore_variables
+
+        pretrained = restore_variables(pretrained)
+    return load_base(init_variables(model, input_shape, seed), pretrained, prefix)

@@ -10,7 +10,10 @@ import pytest
 from jaxcnn.models import get_model
 from jaxcnn.models.vgg import VGG16, TransferHead, TransferModel
 from jaxcnn.train import create_train_state, init_variables, make_train_step
-from jaxcnn.transfer import extract_features, freeze_mask, load_base, make_transfer_optimizer
+from jaxcnn.models.vgg import preprocess_input
+from jaxcnn.transfer import (extract_features, freeze_mask, init_with_pretrained_base, load_base,
+                             make_transfer_optimizer)
+from jaxcnn.weights import save_variables
 
 SHAPE = (32, 32, 3)  # VGG16's conv base runs at any size >= 32; block5 gives 1x1x512
 
@@ -69,6 +72,22 @@ def test_unfreezing_block5_moves_block5_and_head_only():
     assert len(expected) == 2 * 2 + 3 * 2 and changed == expected
 
 
+def test_optimizer_without_params_and_preprocess_option(tmp_path):
+    model = get_model("vgg16_transfer_c", num_classes=3, preprocess="caffe_unit")
+    pretrained = init_variables(VGG16(include_top=False), SHAPE, seed=7)
+    save_variables(tmp_path / "base", pretrained)
+    variables = init_with_pretrained_base(model, SHAPE, tmp_path / "base")
+    _assert_equal(variables["params"]["base"], pretrained["params"])
+    late = make_transfer_optimizer(optax.adam(1e-3), trainable="head").init(variables["params"])
+    early = make_transfer_optimizer(optax.adam(1e-3), variables["params"], ("head",)).init(variables["params"])
+    assert jax.tree.structure(late) == jax.tree.structure(early)
+    # "caffe_unit": inputs are pixels / 255; the model applies Keras' caffe preprocessing itself.
+    x = np.random.default_rng(0).uniform(0, 1, (2, *SHAPE)).astype(np.float32)
+    plain = get_model("vgg16_transfer_c", num_classes=3)
+    np.testing.assert_allclose(model.apply(variables, x),
+                               plain.apply(variables, preprocess_input(x * 255.0)), rtol=1e-5, atol=1e-5)
+
+
 def test_binary_head_b_and_freeze_mask_prefixes():
     model = get_model("vgg16_transfer_b")
     state, before = _train(model, ("head",), loss="binary_crossentropy", classes=2)
@@ -123,6 +142,9 @@ def test_head_on_extracted_features_matches_full_model():
     base = VGG16(include_top=False)
     feats = extract_features(base.apply, {"params": variables["params"]["base"]}, images, batch_size=2)
     assert feats.shape == (5, 1, 1, 512) and feats.dtype == np.float32
+    from_batches = extract_features(base.apply, {"params": variables["params"]["base"]},
+                                    iter([images[:3], images[3:]]), batch_size=2)
+    np.testing.assert_allclose(from_batches, feats, rtol=1e-6, atol=1e-6)
     head = TransferHead("a", 3)
     ours = head.apply({"params": variables["params"]["head"]}, feats)
     full = model.apply(variables, images)

@@ -73,3 +73,19 @@ class ResNet50(nn.Module):
         if self.output == "features":
             return x
         return Dense(self.num_classes, dtype=self.dtype, name="predictions")(x)
+
+
+@register_model("resnet50_transfer_a")
+def resnet50_transfer_a(num_classes: int = 10, **kw):
+    """Tutorial A's exercise: head "a" (Flatten, Dense 256, Dropout .5) on a ResNet50 base."""
+    from jaxcnn.models.vgg import TransferModel
+
+    return TransferModel("resnet50", "a", num_classes, **kw)
+
+
+@register_model("resnet50_transfer_c")
+def resnet50_transfer_c(num_classes: int = 10, **kw):
+    """Head "c" (global average pool, Dense 1024) on a ResNet50 base."""
+    from jaxcnn.models.vgg import TransferModel
+
+    return TransferModel("resnet50", "c", num_classes, **kw)

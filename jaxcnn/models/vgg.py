@@ -134,15 +134,25 @@ class TransferModel(nn.Module):
     The split makes freezing by prefix simple (`jaxcnn.transfer.make_transfer_optimizer`).
     A base with BatchNorm (ResNet50) always runs in inference mode (running statistics, never
     updated), as Keras does for a frozen base and recommends when fine-tuning one.
+
+    preprocess: None when inputs are already `preprocess_input`-ed; "caffe" for RGB pixels in
+      [0, 255]; "caffe_unit" for RGB in [0, 1] (pixels / 255, as jaxcnn's datasets give them).
     """
 
     base_name: str = "vgg16"
     head: str = "a"
     num_classes: int = 10
     dtype: Any = None
+    preprocess: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        if self.preprocess == "caffe_unit":
+            x = preprocess_input(x * 255.0)
+        elif self.preprocess == "caffe":
+            x = preprocess_input(x)
+        elif self.preprocess is not None:
+            raise ValueError(f"preprocess must be None, 'caffe' or 'caffe_unit', got {self.preprocess!r}")
         x = _make_base(self.base_name, self.dtype)(x, train=False)
         return TransferHead(self.head, self.num_classes, self.dtype, name="head")(x, train=train)
 
