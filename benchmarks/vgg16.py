@@ -2,7 +2,7 @@
 and full fine-tuning, in float32 and bfloat16, against the device's measured matmul rate.
 
     python benchmarks/vgg16.py --batch 4 --iters 3 --json out.json
-    python benchmarks/vgg16.py --dtypes float32 --modes extract,finetune
+    python benchmarks/vgg16.py --dtypes float32 --modes extract,finetune --keras   # + tf_keras peer
 
 Work per image is counted from the architecture (multiply-adds of every conv and dense layer,
 x2 for FLOPs): the conv base is ~15.3 GMACs, the full network ~15.5 GMACs (~31 GFLOP). A training
@@ -116,7 +116,7 @@ def bench(mode: str, dtype_name: str, batch: int, size: int, iters: int, warmup:
         flop = 2 * (base_macs + 3 * head_macs if mode == "frozen_train" else 3 * (base_macs + head_macs))
     seconds = min(times)  # best step: the least disturbed by other work on the machine
     achieved = flop * batch / seconds
-    return {"mode": mode, "dtype": dtype_name, "batch": batch, "size": size,
+    return {"mode": mode, "dtype": dtype_name, "framework": "jaxcnn", "batch": batch, "size": size,
             "seconds_per_step_best": round(seconds, 4),
             "seconds_per_step_median": round(float(np.median(times)), 4),
             "images_per_s": round(batch / seconds, 3),
@@ -124,6 +124,42 @@ def bench(mode: str, dtype_name: str, batch: int, size: int, iters: int, warmup:
             "xla_gflop_per_image": None if xla is None else round(xla / batch / 1e9, 2),
             "achieved_gflops": round(achieved / 1e9, 1),
             "matmul_peak_gflops": round(peak / 1e9, 1), "ratio": round(achieved / peak, 3)}
+
+
+def bench_keras(mode: str, batch: int, size: int, iters: int, warmup: int, peak: float,
+                num_classes: int = 10) -> dict:
+    """The same work in tf_keras (TensorFlow backend, float32): the peer to compare with."""
+    import tensorflow as tf
+    import tf_keras
+
+    tf.config.set_visible_devices([], "GPU")
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(0, 60, (batch, size, size, 3)).astype(np.float32))
+    labels = tf.constant(rng.integers(0, num_classes, batch))
+    base = tf_keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
+    base_macs, head_macs = vgg16_macs(size, include_top=False), head_a_macs(size, num_classes)
+    if mode == "extract":
+        fn = tf.function(lambda x: base(x, training=False), jit_compile=False)
+        run = lambda: fn(images).numpy()  # noqa: E731
+        flop = 2 * base_macs
+    else:
+        base.trainable = mode == "finetune"
+        model = tf_keras.Sequential([base, tf_keras.layers.Flatten(),
+                                     tf_keras.layers.Dense(256, activation="relu"),
+                                     tf_keras.layers.Dropout(0.5), tf_keras.layers.Dense(num_classes)])
+        model.compile(optimizer=tf_keras.optimizers.Adam(1e-4),
+                      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        run = lambda: model.train_on_batch(images, labels)  # noqa: E731
+        flop = 2 * (base_macs + 3 * head_macs if mode == "frozen_train" else 3 * (base_macs + head_macs))
+    times = _times(run, warmup, iters)
+    seconds = min(times)
+    achieved = flop * batch / seconds
+    return {"mode": mode, "dtype": "float32", "framework": "tf_keras", "batch": batch, "size": size,
+            "seconds_per_step_best": round(seconds, 4),
+            "seconds_per_step_median": round(float(np.median(times)), 4),
+            "images_per_s": round(batch / seconds, 3), "gflop_per_image": round(flop / 1e9, 2),
+            "achieved_gflops": round(achieved / 1e9, 1), "matmul_peak_gflops": round(peak / 1e9, 1),
+            "ratio": round(achieved / peak, 3)}
 
 
 def main(argv=None):
@@ -134,6 +170,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--modes", default="extract,frozen_train,finetune")
+    ap.add_argument("--keras", action="store_true",
+                    help="also time the same modes in tf_keras (float32) as the peer")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
     dev = jax.devices()[0]
@@ -146,6 +184,12 @@ def main(argv=None):
         peak = matmul_peak({"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype])
         for mode in args.modes.split(","):
             r = bench(mode, dtype, args.batch, args.size, args.iters, args.warmup, peak)
+            print(json.dumps(r), flush=True)
+            report["results"].append(r)
+    if args.keras:
+        peak = matmul_peak(jnp.float32)
+        for mode in args.modes.split(","):
+            r = bench_keras(mode, args.batch, args.size, args.iters, args.warmup, peak)
             print(json.dumps(r), flush=True)
             report["results"].append(r)
     text = json.dumps(report, indent=1)

@@ -178,6 +178,11 @@ def convert_layers(layers: dict, arch: str, include_top: bool | None = None,
     expected = _expected_shapes(arch, include_top, num_classes)
     names = list(expected["params"])
     if not any(n in layers for n in names):
+        if arch == "resnet50" and "res2a_branch2a" in layers:
+            raise WeightConversionError(
+                f"{source}: the pre-2019 Keras ResNet50 file (res2a_branch2a, bn_conv1 names) "
+                f"belongs to a different network (no pool1 padding, BatchNorm epsilon 1e-3); "
+                f"use resnet50_weights_tf_dim_ordering_tf_kernels.h5 from keras-applications")
         raise WeightConversionError(
             f"{source}: holds no layer of {arch} (expected e.g. {names[0]!r}; the file has "
             f"{', '.join(sorted(layers)[:6]) or 'no weighted layers'}): wrong file or architecture")
