@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +40,7 @@ class ExperimentConfig:
     dataset_kwargs: dict = dataclasses.field(default_factory=dict)
     train_limit: int | None = None  # first N training examples: tiny smoke runs
     test_limit: int | None = None
+    resize: tuple | None = None  # (height, width): resize images after the limits are taken
     strategy: str | None = None  # device strategy, see jaxcnn.parallel
     # Checkpoints in workdir/checkpoints (jaxcnn.checkpoint): at each epoch end, plus every N steps
     # when set; the last `checkpoint_keep` are kept and the best by `checkpoint_best`.
@@ -49,6 +51,14 @@ class ExperimentConfig:
     extras: tuple = ()  # names in EXTRAS: extra figures an experiment writes
     reported: dict = dataclasses.field(default_factory=dict)
     description: str = ""
+    # Transfer learning (jaxcnn.transfer): a folder written by `jaxcnn convert-weights` for the
+    # model's `base`; the param prefixes that train (None: all); an optional second phase
+    # {"trainable": prefixes, "learning_rate": lr, "epochs": n} that unfreezes more blocks.
+    pretrained: str | None = None
+    trainable: tuple | None = None
+    finetune: dict | None = None
+    # Named sets of field changes, chosen with --variant (e.g. the transfer heads a, b, c).
+    variants: dict = dataclasses.field(default_factory=dict)
 
 
 # name -> fn(trainer, dataset, config, workdir) -> dict of extra metrics (or None): extra
@@ -114,19 +124,41 @@ def load_data(config: ExperimentConfig):
     ds = load_dataset(config.dataset, data_dir=config.data_dir, **config.dataset_kwargs)
     if config.train_limit or config.test_limit:
         ds = ds.take(config.train_limit, config.test_limit)
+    if config.resize:
+        from jaxcnn.data.image_folder import resize_images
+
+        ds = dataclasses.replace(ds, x_train=resize_images(ds.x_train, config.resize),
+                                 x_test=resize_images(ds.x_test, config.resize))
     return ds
 
 
-def build_trainer(config: ExperimentConfig, input_shape, num_classes: int):
+def build_trainer(config: ExperimentConfig, input_shape, num_classes: int, variables=None,
+                  trainable=None, learning_rate=None):
+    """The config's model and optimizer in a Trainer; `variables` and `trainable` for transfer."""
     from jaxcnn.models import get_model
-    from jaxcnn.train import Trainer
+    from jaxcnn.train import Trainer, get_optimizer
 
     kwargs = dict(config.model_kwargs)
     if config.loss != "binary_crossentropy":
         kwargs.setdefault("num_classes", num_classes)
     model = get_model(config.model, **kwargs)
-    return Trainer(model, input_shape, loss=config.loss, optimizer=config.optimizer,
-                   learning_rate=config.learning_rate, seed=config.seed, strategy=config.strategy)
+    tx = get_optimizer(config.optimizer, learning_rate or config.learning_rate)
+    if trainable is not None:
+        from jaxcnn.transfer import make_transfer_optimizer
+
+        tx = make_transfer_optimizer(tx, trainable=trainable)
+    if variables is None and config.pretrained:
+        from jaxcnn.transfer import init_with_pretrained_base
+
+        variables = init_with_pretrained_base(model, input_shape, config.pretrained, config.seed)
+    elif variables is None and config.trainable is not None:
+        warnings.warn(f"{config.name}: no pretrained weights given (--weights PATH): the base starts "
+                      "from random initialization, so this run does not measure transfer learning",
+                      stacklevel=2)
+    variables = variables or {}
+    return Trainer(model, input_shape, loss=config.loss, optimizer=tx, seed=config.seed,
+                   params=variables.get("params"), batch_stats=variables.get("batch_stats"),
+                   strategy=config.strategy)
 
 
 def _augment_fn(spec):
@@ -151,7 +183,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
 
     os.makedirs(workdir, exist_ok=True)
     ds = load_data(config)
-    trainer = build_trainer(config, ds.input_shape, ds.num_classes)
+    trainer = build_trainer(config, ds.input_shape, ds.num_classes, trainable=config.trainable)
     validation = (ds.x_test, ds.y_test) if config.validate_on_test and not config.validation_split else None
     ckpt = checkpoint.CheckpointCallback(
         os.path.join(workdir, "checkpoints"), every_n_steps=config.checkpoint_every_steps,
@@ -161,6 +193,8 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
     history = trainer.fit(ds.x_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size,
                           validation_split=config.validation_split, validation_data=validation,
                           augment=_augment_fn(config.augment), verbose=verbose, callbacks=[ckpt])
+    if config.finetune:
+        trainer, history = _finetune(config, trainer, ds, workdir, validation, verbose)
     train_seconds = time.perf_counter() - t0
     test = trainer.evaluate(ds.x_test, ds.y_test, batch_size=max(config.batch_size, 256))
     metrics = {
@@ -183,6 +217,8 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         "jax_version": jax.__version__,
         "reported": config.reported,
         "resumed_from_step": ckpt.resumed_from,
+        "pretrained": config.pretrained,
+        "finetune": config.finetune,
         "best_checkpoint": ckpt.best,  # {"step", "epoch", "value", "metric"}: load_weights(step="best")
     }
     for name in config.extras:
@@ -197,6 +233,28 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         print(f"{config.name}: test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}"
               f" (tutorial: {config.reported or 'not reported'}); results in {workdir}", file=sys.stderr)
     return metrics
+
+
+def _finetune(config, trainer, ds, workdir, validation, verbose):
+    """Second phase: unfreeze `config.finetune["trainable"]` and train on at a low learning rate.
+
+    Checkpoints of this phase go to `workdir/checkpoints_finetune`; the history continues.
+    """
+    from jaxcnn import checkpoint
+
+    phase = config.finetune
+    tuned = build_trainer(config, ds.input_shape, ds.num_classes,
+                          variables={"params": trainer.state.params, "batch_stats": trainer.state.batch_stats},
+                          trainable=phase.get("trainable"), learning_rate=phase.get("learning_rate"))
+    tuned.history = {k: list(v) for k, v in trainer.history.items()}
+    ckpt = checkpoint.CheckpointCallback(
+        os.path.join(workdir, "checkpoints_finetune"), every_n_steps=config.checkpoint_every_steps,
+        max_to_keep=config.checkpoint_keep, best_metric=config.checkpoint_best,
+        best_mode=config.checkpoint_best_mode, verbose=bool(verbose))
+    history = tuned.fit(ds.x_train, ds.y_train, epochs=phase.get("epochs", 1), batch_size=config.batch_size,
+                        validation_split=config.validation_split, validation_data=validation,
+                        augment=_augment_fn(config.augment), verbose=verbose, callbacks=[ckpt])
+    return tuned, history
 
 
 def _write_json(path, obj):
@@ -218,14 +276,21 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", help="device strategy: jit (default) or pmap")
     parser.add_argument("--checkpoint-every", type=int, metavar="N",
                         help="also checkpoint every N steps (default: at epoch ends only)")
+    parser.add_argument("--weights", help="pretrained base: a folder written by `jaxcnn convert-weights`")
+    parser.add_argument("--variant", help="a named variant of the recipe (see the experiment's variants)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def apply_flags(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
+    variant = getattr(args, "variant", None)
+    if variant:
+        if variant not in config.variants:
+            raise SystemExit(f"{config.name}: unknown variant {variant!r}; known: {', '.join(config.variants) or 'none'}")
+        config = dataclasses.replace(config, **config.variants[variant])
     changes = {}
     for flag, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("data_dir", "data_dir"),
                         ("seed", "seed"), ("augment", "augment"), ("strategy", "strategy"),
-                        ("checkpoint_every", "checkpoint_every_steps")):
+                        ("checkpoint_every", "checkpoint_every_steps"), ("weights", "pretrained")):
         value = getattr(args, flag, None)
         if value is not None:
             changes[field] = value

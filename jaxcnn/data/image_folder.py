@@ -385,3 +385,15 @@ def load_cifar10(data_dir: str | None = None, *, image_size=None, classes=None,
     archive = os.path.join(dataset_dir("cifar10-jpeg", data_dir), "cifar10-jpeg.tar.gz")
     return load_image_folder(archive, image_size=image_size, classes=classes, cache_dir=cache_dir,
                              name="cifar10", **kwargs)
+
+
+def resize_images(images: np.ndarray, size, batch_size: int = 256) -> np.ndarray:
+    """Resize a uint8 NHWC array (bilinear, rounded, as the loader does), batch by batch in tf.data."""
+    from jaxcnn.data.pipeline import import_tf
+
+    tf = import_tf()
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
+        lambda x: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, [h, w])), 0, 255), tf.uint8),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return np.concatenate(list(ds.as_numpy_iterator())) if len(images) else np.zeros((0, h, w, images.shape[-1]), np.uint8)

@@ -60,7 +60,8 @@ class Trainer:
 
     def __init__(self, model, input_shape: Sequence[int], loss: str = "sparse_categorical_crossentropy",
                  optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate: float | None = None,
-                 seed: int = 0, params=None, strategy=None, compute_dtype=None, data_backend: str = "auto"):
+                 seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype=None,
+                 data_backend: str = "auto"):
         self.model, self.loss_name, self.seed = model, loss, seed
         self.input_shape = tuple(input_shape)
         self.tx = get_optimizer(optimizer, learning_rate)
@@ -69,7 +70,8 @@ class Trainer:
 
         self.strategy = get_strategy(strategy)
         self.state: TrainState = self.strategy.replicate(
-            create_train_state(model, self.input_shape, self.tx, seed=seed, params=params))
+            create_train_state(model, self.input_shape, self.tx, seed=seed, params=params,
+                               batch_stats=batch_stats))
         self._train_step = self.strategy.compile_train_step(
             lambda axis: make_train_step(loss, axis_name=axis, compute_dtype=compute_dtype))
         self._eval_step = self.strategy.compile_eval_step(
