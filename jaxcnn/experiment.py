@@ -45,7 +45,8 @@ class ExperimentConfig:
     description: str = ""
 
 
-# name -> fn(trainer, dataset, config, workdir): extra outputs some tutorials show.
+# name -> fn(trainer, dataset, config, workdir): extra outputs some tutorials show. It runs on
+# every process of a multi-host job; write files only where jax.process_index() == 0.
 EXTRAS: dict[str, Callable] = {}
 
 
@@ -130,10 +131,12 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         _write_json(os.path.join(workdir, "history.json"), history)
         _write_json(os.path.join(workdir, "metrics.json"), metrics)
         viz.plot_history(history, os.path.join(workdir, "curves.png"), title=config.name)
-        checkpoint.save_params(os.path.join(workdir, "params"), trainer.state.params,
-                               trainer.state.batch_stats)
-        for name in config.extras:
-            EXTRAS[name](trainer, ds, config, workdir)
+    # Every process calls these: Orbax synchronizes the hosts and writes the replicated params
+    # once (primary host); extras may evaluate/predict, which are collective across hosts.
+    checkpoint.save_params(os.path.join(workdir, "params"), trainer.state.params,
+                           trainer.state.batch_stats)
+    for name in config.extras:
+        EXTRAS[name](trainer, ds, config, workdir)
     if verbose:
         print(f"{config.name}: test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}"
               f" (tutorial: {config.reported or 'not reported'}); results in {workdir}", file=sys.stderr)
@@ -157,6 +160,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", help="augmentation recipe (A, B, none) or key=value,... parameters")
     parser.add_argument("--limit", type=int, help="use only the first N train and test examples (smoke runs)")
     parser.add_argument("--strategy", help="device strategy: jit (default) or pmap")
+    parser.add_argument("--fake-devices", type=int, metavar="K",
+                        help="run on K fake CPU devices (rehearse multi-device runs on one CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -177,6 +182,9 @@ def main(config: ExperimentConfig, argv=None) -> dict:
     parser = argparse.ArgumentParser(prog=f"experiment {config.name}", description=config.description)
     add_flags(parser)
     args = parser.parse_args(argv)
+    from jaxcnn.parallel import setup
+
+    setup(fake_devices=args.fake_devices)  # fake devices, multi-host start-up (before JAX starts)
     config = apply_flags(config, args)
     return train_and_evaluate(config, args.workdir or os.path.join("runs", config.name),
                               verbose=0 if args.quiet else 1)
