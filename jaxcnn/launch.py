@@ -63,10 +63,11 @@ def _pump(stream, prefix: str, out) -> None:
 
 
 def launch(args: list[str], processes: int, devices_per_process: int = 1, port: int | None = None,
-           timeout: float | None = None, out=None) -> int:
+           timeout: float | None = None, out=None, env: dict | None = None) -> int:
     """Start `processes` local processes running `args`; 0 if all succeed, else the first failure's code.
 
     On a failure (non-zero exit) or `timeout` seconds, the remaining processes are terminated.
+    `env` is the base environment (default: this process's).
     """
     if processes < 1 or devices_per_process < 1:
         raise ValueError(f"need at least one process and one device each, got {processes} x {devices_per_process}")
@@ -76,7 +77,7 @@ def launch(args: list[str], processes: int, devices_per_process: int = 1, port: 
     procs = []
     threads = []
     for i in range(processes):
-        p = subprocess.Popen(cmd, env=process_env(i, processes, devices_per_process, port),
+        p = subprocess.Popen(cmd, env=process_env(i, processes, devices_per_process, port, env),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                              start_new_session=True)
         procs.append(p)

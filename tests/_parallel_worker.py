@@ -147,6 +147,23 @@ def mode_steps():
                   "other_seed_diff": max_diff(a["params"], c["params"]),
                   "vs_one_device_diff": max_diff(a["params"], ref1["params"])}
     print("rng", f"{time.perf_counter() - T0:.1f}s", file=sys.stderr)
+
+    # Batch sizes that do not split over 8 devices: the error names sizes that work.
+    out["batch_errors"] = {}
+    for s, strategy in strategies.items():
+        try:
+            strategy.check_batch_size(60)
+            out["batch_errors"][s] = None
+        except ValueError as e:
+            out["batch_errors"][s] = str(e)
+    try:
+        from jaxcnn.train import Trainer
+
+        Trainer(DropoutCNN(), (16, 16, 1), strategy="pmap").fit(
+            batch["image"][:, :16, :16, :1], batch["label"], batch_size=12, verbose=0)
+        out["batch_errors"]["fit"] = None
+    except ValueError as e:
+        out["batch_errors"]["fit"] = str(e)
     return out
 
 
