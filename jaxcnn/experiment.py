@@ -137,7 +137,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
                            trainer.state.batch_stats)
     for name in config.extras:
         EXTRAS[name](trainer, ds, config, workdir)
-    if verbose:
+    if verbose and jax.process_index() == 0:
         print(f"{config.name}: test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}"
               f" (tutorial: {config.reported or 'not reported'}); results in {workdir}", file=sys.stderr)
     return metrics

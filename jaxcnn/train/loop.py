@@ -105,6 +105,7 @@ class Trainer:
         """
         x, y = np.asarray(x), np.asarray(y)
         self._check_input(x, "fit")
+        verbose = verbose if jax.process_index() == 0 else 0  # one progress display per job
         if validation_split:
             if validation_data is not None:
                 raise ValueError("give validation_split or validation_data, not both")
