@@ -53,6 +53,26 @@ def _shard_map(fn, mesh, in_specs, out_specs):
     return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
+def _cpu_sync(mesh: Mesh, fn):
+    """On several CPU devices of one process, wait for each call's result before returning.
+
+    XLA:CPU runs in-process collectives on a shared thread pool; with several steps in flight
+    (async dispatch) their all-reduces can deadlock ("Expected 8 threads to join the rendezvous";
+    seen here with 4 and 8 fake devices on 2 cores, both strategies). One step in flight avoids
+    it. GPUs/TPUs and single-device runs keep fully asynchronous dispatch.
+    """
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    if len(local) < 2 or local[0].platform != "cpu":
+        return fn
+
+    def call(*args, **kwargs):
+        return jax.block_until_ready(fn(*args, **kwargs))
+
+    call.lower = fn.lower  # keep AOT access (cost analysis, HLO)
+    call.__wrapped__ = fn
+    return call
+
+
 class DataParallel:
     """Sharded-jit data parallelism over a `data` mesh axis (the default strategy)."""
 
@@ -93,15 +113,15 @@ class DataParallel:
 
     def compile_train_step(self, make_step):
         """`make_step(axis_name)` -> step; here called with None (no per-device code)."""
-        return jax.jit(make_step(None), donate_argnums=(0,),
-                       out_shardings=(self.replicated, self.replicated))
+        return _cpu_sync(self.mesh, jax.jit(make_step(None), donate_argnums=(0,),
+                                            out_shardings=(self.replicated, self.replicated)))
 
     def compile_eval_step(self, make_step):
-        return jax.jit(make_step(None), out_shardings=self.replicated)
+        return _cpu_sync(self.mesh, jax.jit(make_step(None), out_shardings=self.replicated))
 
     def compile_predict(self, fn):
         """`fn(state, images) -> outputs`, over a global batch; outputs gathered on every host."""
-        return jax.jit(fn, out_shardings=self.replicated)
+        return _cpu_sync(self.mesh, jax.jit(fn, out_shardings=self.replicated))
 
 
 class PmapParallel(DataParallel):
@@ -138,12 +158,13 @@ class PmapParallel(DataParallel):
     def compile_train_step(self, make_step):
         step = _shard_map(make_step(self.axis_name), self.mesh,
                           in_specs=(P(), P(self.axis_name)), out_specs=(P(), P()))
-        return jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
+        return _cpu_sync(self.mesh, jax.jit(step, donate_argnums=(0,),
+                                            out_shardings=(self.replicated, self.replicated)))
 
     def compile_eval_step(self, make_step):
         step = _shard_map(make_step(self.axis_name), self.mesh,
                           in_specs=(P(), P(self.axis_name)), out_specs=P())
-        return jax.jit(step, out_shardings=self.replicated)
+        return _cpu_sync(self.mesh, jax.jit(step, out_shardings=self.replicated))
 
 
 STRATEGIES = {"jit": DataParallel, "pmap": PmapParallel}
