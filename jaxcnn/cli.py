@@ -55,7 +55,9 @@ def _cmd_list(args) -> int:
 
 def _cmd_train(args) -> int:
     from jaxcnn import experiment
+    from jaxcnn.parallel import setup
 
+    setup(fake_devices=args.fake_devices)  # fake devices, multi-host start-up (before JAX starts)
     module = load_experiment(args.experiment)
     config = experiment.apply_flags(module.get_config(), args)
     workdir = args.workdir or os.path.join("runs", config.name)
@@ -66,6 +68,26 @@ def _cmd_train(args) -> int:
     except Preempted as e:  # SIGTERM: the checkpoint is written, the message is on stderr
         return e.exit_code
     return 0
+
+
+def _cmd_launch(args) -> int:
+    from jaxcnn.launch import launch
+
+    command = args.command_args[1:] if args.command_args[:1] == ["--"] else args.command_args
+    return launch(command, args.processes, args.devices_per_process, port=args.port, timeout=args.timeout)
+
+
+def _add_launch(sub) -> None:
+    p = sub.add_parser("launch", help="run N local processes as one multi-host job (cluster rehearsal)",
+                       description="Run a jaxcnn subcommand (or a .py script) in N local CPU processes "
+                                   "joined by jax.distributed, e.g. "
+                                   "`jaxcnn launch --processes 2 -- train mnist_cnn --epochs 1`.")
+    p.add_argument("--processes", type=int, required=True, help="number of processes (hosts)")
+    p.add_argument("--devices-per-process", type=int, default=1, help="fake CPU devices per process")
+    p.add_argument("--port", type=int, help="coordinator port on localhost (default: a free one)")
+    p.add_argument("--timeout", type=float, help="stop all processes after this many seconds")
+    p.add_argument("command_args", nargs=argparse.REMAINDER, help="-- SUBCOMMAND ARGS... or -- script.py ARGS...")
+    p.set_defaults(fn=_cmd_launch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment name (see `jaxcnn list`) or path to its .py file")
     experiment.add_flags(p)
     p.set_defaults(fn=_cmd_train)
+    _add_launch(sub)
     return parser
 
 

@@ -61,8 +61,9 @@ class ExperimentConfig:
     variants: dict = dataclasses.field(default_factory=dict)
 
 
-# name -> fn(trainer, dataset, config, workdir) -> dict of extra metrics (or None): extra
-# outputs some tutorials show. Figures are written by process 0 only.
+# name -> fn(trainer, dataset, config, workdir) -> dict of extra metrics (or None): extra outputs
+# some tutorials show. It runs on every process of a multi-host job (evaluate and predict are
+# collective); it writes files only where jax.process_index() == 0.
 EXTRAS: dict[str, Callable] = {}
 
 
@@ -227,9 +228,11 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         _write_json(os.path.join(workdir, "history.json"), history)
         _write_json(os.path.join(workdir, "metrics.json"), metrics)
         viz.plot_history(history, os.path.join(workdir, "curves.png"), title=config.name)
-        checkpoint.save_params(os.path.join(workdir, "params"), trainer.state.params,
-                               trainer.state.batch_stats)
-    if verbose:
+    # Every process calls this: Orbax synchronizes the hosts and writes the replicated params
+    # once (primary host).
+    checkpoint.save_params(os.path.join(workdir, "params"), trainer.state.params,
+                           trainer.state.batch_stats)
+    if verbose and jax.process_index() == 0:
         print(f"{config.name}: test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}"
               f" (tutorial: {config.reported or 'not reported'}); results in {workdir}", file=sys.stderr)
     return metrics
@@ -278,6 +281,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="also checkpoint every N steps (default: at epoch ends only)")
     parser.add_argument("--weights", help="pretrained base: a folder written by `jaxcnn convert-weights`")
     parser.add_argument("--variant", help="a named variant of the recipe (see the experiment's variants)")
+    parser.add_argument("--fake-devices", type=int, metavar="K",
+                        help="run on K fake CPU devices (rehearse multi-device runs on one CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -304,6 +309,9 @@ def main(config: ExperimentConfig, argv=None) -> dict:
     parser = argparse.ArgumentParser(prog=f"experiment {config.name}", description=config.description)
     add_flags(parser)
     args = parser.parse_args(argv)
+    from jaxcnn.parallel import setup
+
+    setup(fake_devices=args.fake_devices)  # fake devices, multi-host start-up (before JAX starts)
     config = apply_flags(config, args)
     from jaxcnn.checkpoint import Preempted
 

@@ -69,14 +69,16 @@ class Trainer:
         from jaxcnn.parallel import get_strategy
 
         self.strategy = get_strategy(strategy)
+        # The strategy may adapt the model (pmap: BatchNorm synchronized over its device axis).
+        step_model = getattr(self.strategy, "prepare_model", lambda m: m)(model)
         self.state: TrainState = self.strategy.replicate(
-            create_train_state(model, self.input_shape, self.tx, seed=seed, params=params,
+            create_train_state(step_model, self.input_shape, self.tx, seed=seed, params=params,
                                batch_stats=batch_stats))
         self._train_step = self.strategy.compile_train_step(
             lambda axis: make_train_step(loss, axis_name=axis, compute_dtype=compute_dtype))
         self._eval_step = self.strategy.compile_eval_step(
             lambda axis: make_eval_step(loss, axis_name=axis, compute_dtype=compute_dtype))
-        self._predict = jax.jit(lambda state, images: output_activation(
+        self._predict = self.strategy.compile_predict(lambda state, images: output_activation(
             predict_logits(state, images, compute_dtype), loss))
         self.history: dict[str, list] = {}
         self.stop_training = False
@@ -111,6 +113,7 @@ class Trainer:
         """
         x, y = np.asarray(x), np.asarray(y)
         self._check_input(x, "fit")
+        verbose = verbose if jax.process_index() == 0 else 0  # one progress display per job
         if validation_split:
             if validation_data is not None:
                 raise ValueError("give validation_split or validation_data, not both")
@@ -204,6 +207,9 @@ class Trainer:
         """Softmax (or sigmoid) outputs for every example, like Keras' `predict`."""
         x = np.asarray(x)
         self._check_input(x, "predict")
-        pipe = ArrayPipeline(x, np.zeros(len(x), np.int32), batch_size, backend=self.data_backend)
-        outs = [np.asarray(self._predict(self.state, b["image"])) for b in pipe.eval_batches()]
+        # Batches split over devices and hosts like evaluation; every host gets all outputs.
+        n = self.strategy.num_devices
+        pipe = self._pipeline(x, np.zeros(len(x), np.int32), -(-batch_size // n) * n)
+        outs = [np.asarray(self._predict(self.state, self.strategy.put_batch({"image": b["image"]})["image"]))
+                for b in pipe.eval_batches()]
         return np.concatenate(outs)[: len(x)]
