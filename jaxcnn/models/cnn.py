@@ -176,18 +176,20 @@ class BnCNN(nn.Module):
     dense_units: int = 512
     conv_dropout: float = 0.25
     dense_dropout: float = 0.5
+    # Set by the pmap strategy: batch statistics over the global batch (jaxcnn.parallel).
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         _check_rank(self, x, (4,), "[batch, height, width, channels]")
         x = nn.relu(Conv(32, (3, 3), name="conv1")(x))
-        x = BatchNorm(use_running_average=not train, name="bn1")(x)
+        x = BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name, name="bn1")(x)
         x = _dropout(self.conv_dropout, train, max_pool(x))
         x = nn.relu(Conv(64, (3, 3), name="conv2")(x))
-        x = BatchNorm(use_running_average=not train, name="bn2")(x)
+        x = BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name, name="bn2")(x)
         x = _dropout(self.conv_dropout, train, max_pool(x))
         x = nn.relu(Dense(self.dense_units, name="dense1")(flatten(x)))
-        x = BatchNorm(use_running_average=not train, name="bn3")(x)
+        x = BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name, name="bn3")(x)
         x = _dropout(self.dense_dropout, train, x)
         return Dense(self.num_classes, name="logits")(x)
 
