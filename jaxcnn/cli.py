@@ -1,4 +1,4 @@
-"""The `jaxcnn` command: list and train experiments (more subcommands join as they land).
+"""The `jaxcnn` command: list, train and launch experiments; preview augmentation; convert weights.
 
 Experiments are found by name in the checkout's `experiments/` folder (the current directory's,
 or the one beside the installed package in an editable install) or by a file path, so an
@@ -90,6 +90,37 @@ def _add_launch(sub) -> None:
     p.set_defaults(fn=_cmd_launch)
 
 
+def _cmd_augment_preview(args) -> int:
+    from jaxcnn.data import load_dataset
+    from jaxcnn.data.augment import save_augment_preview
+
+    ds = load_dataset(args.dataset, data_dir=args.data_dir)
+    images = ds.x_train[: args.count]
+    if args.resize:
+        from jaxcnn.data.image_folder import resize_images
+
+        images = resize_images(images, args.resize)
+    titles = [ds.class_names[int(i)] for i in ds.y_train[: args.count]]
+    print(save_augment_preview(images, args.augment, args.out, titles=titles, seed=args.seed))
+    return 0
+
+
+def _add_tools(sub) -> None:
+    p = sub.add_parser("augment-preview", help="a PNG grid of augmented training images",
+                       description="Each row: a training image, then augmented copies (seeded).")
+    p.add_argument("dataset", help="dataset name, e.g. mnist or cifar10")
+    p.add_argument("--augment", default="A", help="recipe (A, B) or key=value,... parameters")
+    p.add_argument("--out", default="augment_preview.png", help="output PNG path")
+    p.add_argument("--count", type=int, default=5, help="how many images (rows)")
+    p.add_argument("--resize", type=int, help="resize images to this square size first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
+    p.set_defaults(fn=_cmd_augment_preview)
+    # Listed here for --help; main() hands its arguments to the converter's own parser.
+    sub.add_parser("convert-weights", add_help=False,
+                   help="Keras HDF5 weights (VGG16, ResNet50) -> an Orbax checkpoint of Flax params")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxcnn import experiment
 
@@ -102,10 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_flags(p)
     p.set_defaults(fn=_cmd_train)
     _add_launch(sub)
+    _add_tools(sub)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert-weights"]:
+        from jaxcnn.weights.keras_h5 import main_convert
+
+        return main_convert(argv[1:])
     args = build_parser().parse_args(argv)
     return args.fn(args)
 
