@@ -55,3 +55,17 @@ def test_params_round_trip(tmp_path):
     checkpoint.save_params(str(tmp_path / "p"), params)
     back = checkpoint.restore_params(str(tmp_path / "p"), like={"params": params, "batch_stats": {}})
     np.testing.assert_array_equal(back["params"]["conv"]["kernel"], params["conv"]["kernel"])
+
+
+def test_augment_preview_command(tmp_path, data_dir):
+    out = str(tmp_path / "preview.png")
+    assert main(["augment-preview", "mnist", "--augment", "A", "--count", "2", "--out", out,
+                 "--data-dir", data_dir]) == 0
+    assert os.path.getsize(out) > 0
+
+
+def test_convert_weights_command_reports_a_missing_file(tmp_path):
+    import pytest
+
+    with pytest.raises(Exception, match="no-such.h5"):
+        main(["convert-weights", "vgg16", str(tmp_path / "no-such.h5"), str(tmp_path / "out")])

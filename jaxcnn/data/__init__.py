@@ -28,3 +28,6 @@ __all__ = [
     "validation_split",
     "write_idx",
 ]
+
+# Loaders that register further datasets (cifar10, spoken_digits, moving_digits).
+from jaxcnn.data import audio, image_folder, video  # noqa: E402,F401

@@ -166,9 +166,13 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, data_dir: str | None = None, **kwargs) -> Dataset:
-    """Load a registered dataset, or `tfds:NAME` from TFDS."""
+    """Load a registered dataset, `tfds:NAME` from TFDS, or `image_folder:PATH` (folder or .tar.gz)."""
     if name.startswith("tfds:"):
         return load_tfds(name[5:], data_dir=data_dir, **kwargs)
+    if name.startswith("image_folder:"):
+        from jaxcnn.data.image_folder import load_image_folder
+
+        return load_image_folder(name[len("image_folder:"):], **kwargs)
     try:
         loader = _LOADERS[name]
     except KeyError:

@@ -62,8 +62,8 @@ class Trainer:
 
     def __init__(self, model, input_shape: Sequence[int], loss: str = "sparse_categorical_crossentropy",
                  optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate: float | None = None,
-                 seed: int = 0, params=None, strategy=None, compute_dtype="auto", data_backend: str = "auto",
-                 road: str = "auto"):
+                 seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype="auto",
+                 data_backend: str = "auto", road: str = "auto"):
         self.model, self.loss_name, self.seed = model, loss, seed
         self.input_shape = tuple(input_shape)
         self.tx = get_optimizer(optimizer, learning_rate)
@@ -75,16 +75,25 @@ class Trainer:
         from jaxcnn.parallel import get_strategy
 
         self.strategy = get_strategy(strategy)
+        # The strategy may adapt the model (pmap: BatchNorm synchronized over its device axis).
+        step_model = getattr(self.strategy, "prepare_model", lambda m: m)(model)
         self.state: TrainState = self.strategy.replicate(
-            create_train_state(model, self.input_shape, self.tx, seed=seed, params=params))
+            create_train_state(step_model, self.input_shape, self.tx, seed=seed, params=params,
+                               batch_stats=batch_stats))
         self._train_step = self.strategy.compile_train_step(
             lambda axis: make_train_step(loss, axis_name=axis, compute_dtype=compute_dtype))
         self._eval_step = self.strategy.compile_eval_step(
             lambda axis: make_eval_step(loss, axis_name=axis, compute_dtype=compute_dtype))
-        self._predict = jax.jit(lambda state, images: output_activation(
+        self._predict = self.strategy.compile_predict(lambda state, images: output_activation(
             predict_logits(state, images, compute_dtype), loss))
         self.history: dict[str, list] = {}
         self.stop_training = False
+        # Checkpoint resume (jaxcnn.checkpoint): set by a callback's on_train_begin to
+        # (epoch, step in epoch, the epoch's metric sums so far); fit continues from there.
+        self.resume_point: tuple | None = None
+        self.steps_per_epoch: int | None = None
+        self.fit_info: dict = {}
+        self._epoch_sums, self._pending = None, []
 
     # -- pipelines -----------------------------------------------------------------------------
     def _pipeline(self, x, y, batch_size, augment=None):
@@ -120,6 +129,7 @@ class Trainer:
         """
         x, y = np.asarray(x), np.asarray(y)
         self._check_input(x, "fit")
+        verbose = verbose if jax.process_index() == 0 else 0  # one progress display per job
         if validation_split:
             if validation_data is not None:
                 raise ValueError("give validation_split or validation_data, not both")
@@ -131,6 +141,8 @@ class Trainer:
             self._check_input(vx, "validation_data")
             val_pipe = self._pipeline(vx, vy, batch_size)
         steps = pipe.steps_per_epoch()
+        self.steps_per_epoch = steps
+        self.fit_info = {"steps_per_epoch": steps, "batch_size": batch_size, "num_examples": int(len(x))}
         from jaxcnn.train import ondevice
 
         self.road = ondevice.choose_road(road or self.default_road, nbytes=x.nbytes, strategy=self.strategy,
@@ -144,9 +156,14 @@ class Trainer:
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self)
+        resumed_sums = None
+        if self.resume_point is not None:
+            initial_epoch, initial_step, resumed_sums = self.resume_point
+            self.resume_point = None
         for epoch in range(initial_epoch, epochs):
             start = initial_step if epoch == initial_epoch else 0
             t0 = time.perf_counter()
+            self._epoch_sums, self._pending = (resumed_sums if start else None), []
             logs = run_epoch(pipe, epoch, epochs, start, steps, log_every, verbose, callbacks)
             logs["seconds"] = time.perf_counter() - t0
             if val_pipe is not None:
@@ -169,18 +186,15 @@ class Trainer:
 
         bar = tqdm(total=steps, initial=start, desc=f"Epoch {epoch + 1}/{epochs}", unit="step",
                    disable=not verbose, leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-        totals, pending = None, []
         step = start
         for batch in pipe.train_batches(epoch, start_step=start):
             self.state, metrics = self._train_step(self.state, self.strategy.put_batch(batch))
-            pending.append(metrics)
+            self._pending.append(metrics)
             step += 1
             for cb in callbacks:
                 cb.on_step_end(self, epoch, step)
             if step % log_every == 0 or step == steps:
-                totals = _add(totals, jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(pending)))
-                pending = []
-                means = _means(totals)
+                means = _means(self.epoch_metric_sums())
                 if not math.isfinite(means["loss"]):
                     bar.close()
                     raise NonFiniteLossError(
@@ -191,9 +205,16 @@ class Trainer:
             if self.stop_training:
                 break
         bar.close()
-        if pending:
-            totals = _add(totals, jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(pending)))
+        totals = self.epoch_metric_sums()
         return _means(totals) if totals is not None else {"loss": float("nan"), "accuracy": float("nan")}
+
+    def epoch_metric_sums(self) -> dict | None:
+        """The current epoch's metric sums so far (checkpoints save them: resumed epochs stay whole)."""
+        if self._pending:
+            self._epoch_sums = _add(self._epoch_sums, jax.tree.map(lambda *xs: np.sum(xs, axis=0),
+                                                                   *jax.device_get(self._pending)))
+            self._pending = []
+        return self._epoch_sums
 
     # -- evaluate / predict --------------------------------------------------------------------
     def _evaluate_pipe(self, pipe) -> dict:
@@ -211,6 +232,9 @@ class Trainer:
         """Softmax (or sigmoid) outputs for every example, like Keras' `predict`."""
         x = np.asarray(x)
         self._check_input(x, "predict")
-        pipe = ArrayPipeline(x, np.zeros(len(x), np.int32), batch_size, backend=self.data_backend)
-        outs = [np.asarray(self._predict(self.state, b["image"])) for b in pipe.eval_batches()]
+        # Batches split over devices and hosts like evaluation; every host gets all outputs.
+        n = self.strategy.num_devices
+        pipe = self._pipeline(x, np.zeros(len(x), np.int32), -(-batch_size // n) * n)
+        outs = [np.asarray(self._predict(self.state, self.strategy.put_batch({"image": b["image"]})["image"]))
+                for b in pipe.eval_batches()]
         return np.concatenate(outs)[: len(x)]

@@ -194,10 +194,12 @@ class DeviceRoad:
         if verbose:
             bar = tqdm(total=steps, initial=start, desc=f"Epoch {epoch + 1}/{epochs}", unit="step",
                        leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-        totals, since_log, step = None, 0, start
+        # Chunk sums go where the pipeline road puts its step sums (`Trainer.epoch_metric_sums`
+        # fetches them), so checkpoints taken mid-epoch and resumed epochs count them alike.
+        t = self.trainer
+        since_log, step = 0, start
         for lo, block in self.chunks(epoch, start):
-            sums = self.run_chunk(block, epoch)
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+            t._pending.append(self.run_chunk(block, epoch))
             step = lo + len(block)
             since_log += len(block)
             for cb in callbacks:
@@ -205,7 +207,7 @@ class DeviceRoad:
             # Without a progress bar, fetch (and check for NaN) only at the epoch's end: each
             # fetch waits for the device and leaves it idle until the next dispatch.
             if (verbose and since_log >= log_every) or step == steps:
-                means = _means(jax.device_get(totals))
+                means = _means(t.epoch_metric_sums())
                 if not math.isfinite(means["loss"]):
                     if bar is not None:
                         bar.close()
@@ -220,9 +222,8 @@ class DeviceRoad:
                 break
         if bar is not None:
             bar.close()
-        if totals is None:
-            return {"loss": float("nan"), "accuracy": float("nan")}
-        return _means(jax.device_get(totals))
+        totals = t.epoch_metric_sums()
+        return _means(totals) if totals is not None else {"loss": float("nan"), "accuracy": float("nan")}
 
 
 def time_roads(trainer_factory, x, y, batch_size: int, steps: int = 200, steps_per_call: int = 50) -> dict:

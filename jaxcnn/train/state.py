@@ -30,13 +30,21 @@ def init_variables(model: nn.Module, input_shape, seed: int = 0):
 
 
 def create_train_state(model: nn.Module, input_shape, tx: optax.GradientTransformation,
-                       seed: int = 0, params=None) -> TrainState:
-    """A fresh TrainState; `params`, if given, replace the initialized ones (e.g. pretrained)."""
-    variables = init_variables(model, input_shape, seed)
-    return TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"] if params is None else params,
-        tx=tx,
-        batch_stats=variables.get("batch_stats", {}),
-        rng=jax.random.PRNGKey(seed + 1),
-    )
+                       seed: int = 0, params=None, batch_stats=None) -> TrainState:
+    """A fresh TrainState; `params` / `batch_stats`, if given, replace the initialized ones
+    (e.g. pretrained weights with their BatchNorm statistics).
+
+    Built under one `jax.jit`: op-by-op initialization of a large model costs seconds.
+    """
+
+    def build(params, batch_stats):
+        variables = init_variables(model, input_shape, seed)
+        return TrainState.create(
+            apply_fn=model.apply,
+            params=variables["params"] if params is None else params,
+            tx=tx,
+            batch_stats=variables.get("batch_stats", {}) if batch_stats is None else batch_stats,
+            rng=jax.random.PRNGKey(seed + 1),
+        )
+
+    return jax.jit(build)(params, batch_stats)

@@ -28,6 +28,19 @@ def _sums(per_example_loss, hits, mask):
             "count": jnp.sum(mask)}
 
 
+def dropout_key(state: TrainState, axis_name: str | None = None):
+    """The dropout key of this step: `fold_in(rng, step)`, then `fold_in(device index)` per device.
+
+    Without `axis_name` (one device, or sharded jit over the global batch) masks depend only on
+    the seed and the step, not on the device count. Under `axis_name` (pmap strategy) each
+    device draws its own masks, reproducibly for a given seed and device count.
+    """
+    key = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    return key
+
+
 def make_train_step(loss_name: str, axis_name: str | None = None,
                     compute_dtype=None) -> Callable:
     """`train_step(state, batch) -> (state, metric_sums)`, un-jitted.
@@ -45,9 +58,7 @@ def make_train_step(loss_name: str, axis_name: str | None = None,
         mask = jnp.ones(labels.shape[:1], jnp.float32) if mask is None else mask
         if compute_dtype is not None:
             images = images.astype(compute_dtype)
-        dropout_rng = jax.random.fold_in(state.rng, state.step)
-        if axis_name is not None:
-            dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
+        dropout_rng = dropout_key(state, axis_name)
         has_bn = bool(state.batch_stats)
 
         def compute_loss(params):

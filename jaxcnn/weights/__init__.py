@@ -1,0 +1,13 @@
+"""Pretrained weights: Keras HDF5 -> Flax variables, stored as Orbax checkpoints.
+
+    variables = jaxcnn.weights.load_keras_h5("vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    jaxcnn.weights.convert_keras_h5("vgg16", "in.h5", "out_dir")   # same, saved with Orbax
+    variables = jaxcnn.weights.restore_variables("out_dir")
+"""
+
+from jaxcnn.weights.keras_h5 import (WeightConversionError, convert_keras_h5, download_keras_weights,
+                                     load_keras_h5, main_convert, read_keras_h5)
+from jaxcnn.weights.store import read_metadata, restore_variables, save_variables
+
+__all__ = ["WeightConversionError", "convert_keras_h5", "download_keras_weights", "load_keras_h5",
+           "main_convert", "read_keras_h5", "read_metadata", "restore_variables", "save_variables"]

@@ -1,0 +1,121 @@
+"""A small checkpointed training run for tests/test_checkpoint.py, in-process or as a subprocess.
+
+    python tests/ckpt_worker.py WORKDIR [--step-sleep S] [--hang-in-save STEP] [--backend tf]
+
+N2 (SPEC: MNIST CNN with dropout, so the rng matters) on the first 256 MNIST training images,
+batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end.
+Prints `STEP <global step>` after each step (once its checkpoint, if any, has been started);
+writes WORKDIR/final.npz with the final params when training completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from jaxcnn.models.layers import Conv, Dense, flatten, max_pool
+
+EPOCHS, BATCH, N_TRAIN, N_TEST = 2, 32, 256, 64
+STEPS_PER_EPOCH = N_TRAIN // BATCH
+
+
+class N2(nn.Module):
+    """SPEC N2: C32 P Do.25 C64 P Do.25 F D64 Do.5 -> classes (narrowed here to keep tests fast)."""
+
+    num_classes: int = 10
+    width: int = 8
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = max_pool(nn.relu(Conv(self.width, (3, 3), name="conv1")(x)))
+        x = nn.Dropout(0.25, deterministic=not train)(x)
+        x = max_pool(nn.relu(Conv(2 * self.width, (3, 3), name="conv2")(x)))
+        x = nn.Dropout(0.25, deterministic=not train)(x)
+        x = nn.relu(Dense(16, name="dense1")(flatten(x)))
+        x = nn.Dropout(0.5, deterministic=not train)(x)
+        return Dense(self.num_classes, name="logits")(x)
+
+
+def data():
+    from jaxcnn.data import load_dataset
+
+    return load_dataset("mnist").take(N_TRAIN, N_TEST)
+
+
+def make_trainer(backend="numpy", optimizer="adam", model=None):
+    from jaxcnn.train import Trainer
+
+    return Trainer(model or N2(), (28, 28, 1), optimizer=optimizer, seed=0, data_backend=backend)
+
+
+class _Progress:
+    def __init__(self, sleep):
+        self.sleep = sleep
+
+    def on_train_begin(self, trainer): ...
+    def on_epoch_end(self, trainer, epoch, logs): ...
+    def on_train_end(self, trainer): ...
+
+    def on_step_end(self, trainer, epoch, step):
+        print(f"STEP {epoch * STEPS_PER_EPOCH + step}", flush=True)
+        if self.sleep:
+            time.sleep(self.sleep)
+
+
+def run(workdir, backend="numpy", step_sleep=0.0, epochs=EPOCHS, async_save=True):
+    """Train (resuming from WORKDIR/checkpoints if present); returns (trainer, checkpoint callback)."""
+    from jaxcnn.checkpoint import CheckpointCallback
+
+    ds = data()
+    trainer = make_trainer(backend)
+    ckpt = CheckpointCallback(os.path.join(workdir, "checkpoints"), every_n_steps=3, max_to_keep=2,
+                              best_metric="val_accuracy", async_save=async_save)
+    trainer.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=BATCH, verbose=0,
+                validation_data=(ds.x_test, ds.y_test), callbacks=[ckpt, _Progress(step_sleep)])
+    np.savez(os.path.join(workdir, "final.npz"), predictions=trainer.predict(ds.x_test),
+             **{jax.tree_util.keystr(k): np.asarray(v)
+                for k, v in jax.tree_util.tree_flatten_with_path(trainer.state.params)[0]})
+    with open(os.path.join(workdir, "history.json"), "w") as f:
+        json.dump({k: v for k, v in trainer.history.items() if k != "seconds"}, f)
+    return trainer, ckpt
+
+
+def _hang_in_save(step):
+    """Make the commit (rename) of checkpoint `step` hang after all its files are written."""
+    from orbax.checkpoint._src.path import atomicity
+
+    original = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize(self):
+        if self._final_path.name == str(step):
+            print("IN_SAVE", flush=True)
+            time.sleep(600)
+        return await original(self)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = finalize
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("workdir")
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--step-sleep", type=float, default=0.0)
+    p.add_argument("--hang-in-save", type=int)
+    args = p.parse_args()
+    if args.hang_in_save is not None:
+        _hang_in_save(args.hang_in_save)
+    from jaxcnn.checkpoint import Preempted
+
+    try:
+        run(args.workdir, args.backend, args.step_sleep)
+    except Preempted as e:
+        print(f"PREEMPTED {e}", flush=True)
+        sys.exit(e.exit_code)
+    print("DONE", flush=True)

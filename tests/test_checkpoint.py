@@ -1,0 +1,258 @@
+"""Checkpoints that survive anything: exact resume after SIGKILL / SIGTERM, corrupt files, weights.
+
+Training runs are subprocesses of tests/ckpt_worker.py (N2 with dropout, 256 MNIST images,
+batch 32, 2 epochs of 8 steps, a checkpoint every 3 steps and at epoch ends), sharing a
+persistent XLA compilation cache so that each start costs seconds, not a compile. The reference
+is an uninterrupted run; every interrupted-and-resumed run must end with bitwise equal params.
+"""
+
+import glob
+import importlib.util
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import checkpoint
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+_spec = importlib.util.spec_from_file_location("ckpt_worker", os.path.join(HERE, "ckpt_worker.py"))
+worker = sys.modules.setdefault("ckpt_worker", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(worker)
+STEPS = worker.STEPS_PER_EPOCH
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, data_dir):
+    e = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             JAXCNN_DATA_DIR=data_dir, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("xla_cache")),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return e
+
+
+def start(workdir, env, *args):
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "ckpt_worker.py"), str(workdir), *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout=300):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
+def train(workdir, env, *args):
+    rc, out, err = finish(start(workdir, env, *args))
+    assert rc == 0 and "DONE" in out, f"rc={rc}\n{out[-2000:]}\n{err[-4000:]}"
+    return out, err
+
+
+def interrupt(workdir, env, sig, when, *args):
+    """Start a run, send `sig` once a stdout line satisfies `when`; return (last step seen, rc, out, err)."""
+    proc = start(workdir, env, "--step-sleep", "0.15", *args)
+    last, lines = 0, []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("STEP "):
+            last = int(line.split()[1])
+        if when(line):
+            proc.send_signal(sig)
+            break
+    rc, out, err = finish(proc)
+    for line in out.splitlines():
+        if line.startswith("STEP "):
+            last = int(line.split()[1])
+    return last, rc, "".join(lines) + out, err
+
+
+def final_params(workdir):
+    with np.load(os.path.join(workdir, "final.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+def assert_same_run(workdir, reference):
+    got, want = final_params(workdir), final_params(reference)
+    assert sorted(got) == sorted(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=f"{k} differs from the uninterrupted run")
+    h, ref_h = (json.load(open(os.path.join(d, "history.json"))) for d in (workdir, reference))
+    assert sorted(h) == sorted(ref_h)
+    for k in ref_h:  # epoch means: same examples, summed in another grouping
+        np.testing.assert_allclose(h[k], ref_h[k], rtol=1e-6, err_msg=k)
+
+
+def steps_on_disk(workdir):
+    return checkpoint.CheckpointManager(os.path.join(workdir, "checkpoints"), create=False).all_steps()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, env):
+    """The uninterrupted run (it also fills the compilation cache)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    out, _ = train(workdir, env)
+    assert [int(x.split()[1]) for x in out.splitlines() if x.startswith("STEP")] == list(range(1, 2 * STEPS + 1))
+    return workdir
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+def test_sigkill_in_second_epoch_then_resume_is_bitwise_equal(backend, tmp_path, env, reference):
+    # The reference ran on the numpy pipeline; the tf.data one must give the very same batches.
+    target = random.randint(STEPS + 1, 2 * STEPS - 2)  # a random step of the second epoch
+    last, rc, out, err = interrupt(tmp_path, env, signal.SIGKILL, lambda l: l == f"STEP {target}\n",
+                                   "--backend", backend)
+    assert rc == -signal.SIGKILL, err[-2000:]
+    assert not os.path.exists(tmp_path / "final.npz")
+    assert STEPS < last < 2 * STEPS, f"killed at step {last}, wanted the second epoch"
+    _, err = train(tmp_path, env, "--backend", backend)
+    assert "resuming from" in err, err[-2000:]
+    assert_same_run(tmp_path, reference)
+
+
+def test_sigkill_during_a_save_leaves_no_complete_looking_checkpoint(tmp_path, env, reference):
+    # The commit (rename) of checkpoint 12 hangs after all its files are written; kill it there.
+    _, rc, out, err = interrupt(tmp_path, env, signal.SIGKILL, lambda l: l == "IN_SAVE\n",
+                                "--hang-in-save", "12")
+    assert rc == -signal.SIGKILL and "IN_SAVE" in out, err[-2000:]
+    ckdir = tmp_path / "checkpoints"
+    assert glob.glob(str(ckdir / "12.orbax-checkpoint-tmp*")), os.listdir(ckdir)
+    assert 12 not in steps_on_disk(tmp_path) and max(steps_on_disk(tmp_path)) == 9
+    _, err = train(tmp_path, env)
+    assert "checkpoints/9: epoch 2, step 1" in err, err[-2000:]
+    assert not glob.glob(str(ckdir / "*.orbax-checkpoint-tmp*"))  # the leftover was cleaned up
+    assert_same_run(tmp_path, reference)
+
+
+def test_sigterm_mid_epoch_saves_and_resume_loses_no_steps(tmp_path, env, reference):
+    last, rc, out, err = interrupt(tmp_path, env, signal.SIGTERM, lambda l: l == f"STEP {STEPS + 2}\n")
+    assert rc == checkpoint.SIGTERM_EXIT_CODE, f"rc={rc}\n{out}\n{err[-3000:]}"
+    saved = int(re.search(r"PREEMPTED SIGTERM: saved checkpoint \S+/checkpoints/(\d+) ", out).group(1))
+    # Nothing lost: the newest checkpoint is the step it stopped at (at or after the last one it
+    # reported done: the signal may land while the next step runs).
+    assert max(steps_on_disk(tmp_path)) == saved and last <= saved < 2 * STEPS
+    _, err = train(tmp_path, env)
+    assert f"checkpoints/{saved}: epoch 2, step {saved - STEPS}" in err, err[-2000:]
+    assert_same_run(tmp_path, reference)
+
+
+def _truncate_largest(step_dir):
+    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**"), recursive=True) if os.path.isfile(f)]
+    biggest = max(files, key=os.path.getsize)
+    with open(biggest, "r+b") as f:
+        f.truncate(os.path.getsize(biggest) // 2)
+
+
+def _delete_piece(step_dir):
+    shutil.rmtree(os.path.join(step_dir, "state", "ocdbt.process_0"))
+
+
+@pytest.mark.parametrize("damage", [_truncate_largest, _delete_piece], ids=["truncate", "delete"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(damage, tmp_path, env, reference):
+    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    steps = steps_on_disk(tmp_path)
+    newest, previous = steps[-1], steps[-2]
+    damage(str(tmp_path / "checkpoints" / str(newest)))
+    _, err = train(tmp_path, env)
+    assert f"checkpoints/{newest} is unreadable" in err and f"resuming from step {previous}" in err, err[-3000:]
+    assert os.listdir(tmp_path / "checkpoints" / "corrupt")  # moved aside, not deleted
+    assert newest in steps_on_disk(tmp_path)  # and written again by the resumed run
+    assert_same_run(tmp_path, reference)
+
+
+# -- in-process: weights for inference, and clear errors ---------------------------------------------
+@pytest.fixture(scope="module")
+def sgd_trainer():
+    return worker.make_trainer(optimizer="sgd")
+
+
+def test_restore_params_into_a_fresh_model_for_predict(reference, sgd_trainer, tmp_path):
+    ds = worker.data()
+    trainer = sgd_trainer  # another optimizer: only the weights are taken
+    step = checkpoint.load_weights(trainer, str(reference / "checkpoints"))
+    assert step == 2 * STEPS
+    want = final_params(reference)
+    np.testing.assert_array_equal(trainer.predict(ds.x_test), want["predictions"])
+    # One step's folder, and the plain weights folder (`workdir/params`) work the same way.
+    assert checkpoint.load_weights(trainer, str(reference / "checkpoints" / str(step))) == step
+    checkpoint.save_params(str(tmp_path / "params"), trainer.state.params, trainer.state.batch_stats)
+    trainer.state = trainer.state.replace(params=jax.tree.map(jnp.zeros_like, trainer.state.params))
+    assert checkpoint.load_weights(trainer, str(tmp_path / "params")) is None
+    np.testing.assert_array_equal(trainer.predict(ds.x_test), want["predictions"])
+    best = checkpoint.load_weights(trainer, str(reference / "checkpoints"), step="best")
+    loop = checkpoint.CheckpointManager(str(reference / "checkpoints"), create=False).read_loop(2 * STEPS)
+    assert best == loop["best"]["step"] and loop["best"]["metric"] == "val_accuracy"
+    assert loop["best"]["value"] == max(loop["history"]["val_accuracy"])
+
+
+def test_other_model_or_optimizer_is_a_clear_error(reference, tmp_path, sgd_trainer):
+    ckdir = str(reference / "checkpoints")
+    before = sorted(os.listdir(ckdir))
+    narrow = worker.make_trainer(model=worker.N2(width=4))
+    with pytest.raises(checkpoint.CheckpointMismatchError) as e:
+        checkpoint.load_weights(narrow, ckdir)
+    assert "params/conv1/kernel: checkpoint (3, 3, 1, 8) vs model (3, 3, 1, 4)" in str(e.value)
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="another model"):
+        checkpoint.CheckpointCallback(ckdir).on_train_begin(narrow)
+    sgd = sgd_trainer
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="optimizer differs") as e:
+        checkpoint.CheckpointCallback(ckdir).on_train_begin(sgd)
+    assert "opt_state/0/mu/conv1/kernel: checkpoint (3, 3, 1, 8), not in model" in str(e.value)
+    with pytest.raises(checkpoint.CheckpointNotFoundError, match="no checkpoint directory"):
+        checkpoint.load_weights(sgd, str(tmp_path / "missing"))
+    assert sorted(os.listdir(ckdir)) == before  # nothing was moved or deleted
+    assert not os.path.exists(os.path.join(ckdir, "corrupt"))
+
+
+def test_newer_format_is_a_clear_error(reference, tmp_path, sgd_trainer):
+    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    newest = steps_on_disk(tmp_path)[-1]
+    path = tmp_path / "checkpoints" / str(newest) / "loop" / "metadata"
+    loop = json.load(open(path))
+    loop["jaxcnn_format"] = checkpoint.FORMAT_VERSION + 1
+    json.dump(loop, open(path, "w"))
+    with pytest.raises(checkpoint.CheckpointFormatError, match="newer jaxcnn"):
+        checkpoint.CheckpointCallback(str(tmp_path / "checkpoints")).on_train_begin(sgd_trainer)
+    assert newest in steps_on_disk(tmp_path)  # left in place
+
+
+def test_experiment_rerun_resumes_in_the_same_workdir(tmp_path, data_dir):
+    from jaxcnn.cli import main
+
+    workdir = str(tmp_path / "run")
+    args = ["train", "mnist_cnn", "--limit", "64", "--batch-size", "32", "--workdir", workdir,
+            "--data-dir", data_dir, "--quiet", "--checkpoint-every", "1"]
+    assert main(args + ["--epochs", "1"]) == 0
+    assert steps_on_disk(workdir) == [1, 2]
+    assert main(args + ["--epochs", "2"]) == 0  # the same command with more epochs: continues
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    history = json.load(open(os.path.join(workdir, "history.json")))
+    assert metrics["resumed_from_step"] == 2 and len(history["loss"]) == 2
+    assert metrics["best_checkpoint"]["metric"] == "val_accuracy"
+    assert steps_on_disk(workdir)[-1] == 4
+
+
+def test_all_checkpoints_unreadable_is_an_error_then_a_fresh_start(reference, tmp_path, sgd_trainer):
+    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    steps = steps_on_disk(tmp_path)
+    for step in steps:
+        os.remove(tmp_path / "checkpoints" / str(step) / "loop" / "metadata")
+    cb = checkpoint.CheckpointCallback(str(tmp_path / "checkpoints"))
+    with pytest.raises(checkpoint.CheckpointCorruptError, match="no readable checkpoint"):
+        cb.on_train_begin(sgd_trainer)
+    assert len(os.listdir(tmp_path / "checkpoints" / "corrupt")) == len(steps)  # kept for inspection
+    cb.on_train_begin(sgd_trainer)  # the directory is usable again: a fresh start
+    cb.on_train_end(sgd_trainer)
+    assert cb.resumed_from is None and steps_on_disk(tmp_path) == []
