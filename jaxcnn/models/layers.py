@@ -18,21 +18,44 @@ Dense = functools.partial(nn.Dense, kernel_init=glorot_uniform, bias_init=nn.ini
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.99, epsilon=1e-3)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _window_max(x, size):
+    n, h, w, c = x.shape
+    return x.reshape(n, h // size, size, w // size, size, c).max(axis=(2, 4))
+
+
+def _window_max_fwd(x, size):
+    y = _window_max(x, size)
+    return y, (x, y)
+
+
+def _window_max_bwd(size, res, g):
+    # The first maximum of each window takes the whole gradient (TensorFlow's and reduce-window's
+    # choice). No division by a tie count: JAX's own `max` gradient divides by one, which
+    # XLA:CPU's fusions computed as 0 for BatchNorm inputs (NaN gradients).
+    x, y = res
+    n, h, w, c = x.shape
+    win = x.reshape(n, h // size, size, w // size, size, c).transpose(0, 1, 3, 2, 4, 5)
+    win = win.reshape(n, h // size, w // size, size * size, c)
+    hit = win == y[:, :, :, None, :]
+    first = hit & (jnp.cumsum(hit.astype(jnp.int32), axis=3) == 1)
+    gx = jnp.where(first, g[:, :, :, None, :], jnp.zeros((), g.dtype))
+    gx = gx.reshape(n, h // size, w // size, size, size, c).transpose(0, 1, 3, 2, 4, 5)
+    return (gx.reshape(n, h, w, c),)
+
+
+_window_max.defvjp(_window_max_fwd, _window_max_bwd)
+
+
 def max_pool(x, size: int = 2):
     """Keras MaxPooling2D(): pool `size`, stride `size`, VALID.
 
-    Computed as an elementwise maximum of the `size*size` strided views of the input: the same
-    values as `nn.max_pool`, but XLA:CPU runs its gradient far faster than reduce-window's (which
-    dominated N1's train step on CPU). Ties split the gradient (they occur at ReLU's zeros, whose
-    gradient is zero anyway). Not a reshape + `max`: that gradient divides by a tie count that
-    XLA:CPU's fusions can compute as 0 (NaN gradients seen with BatchNorm inputs).
+    A reshape and a max over the non-overlapping windows, with its own gradient: the same values
+    and gradients as `nn.max_pool`, but XLA:CPU runs the pair ~3x faster than reduce-window's,
+    which dominated N1's train step on CPU (see benchmarks/SPEED.md).
     """
     h, w = x.shape[1] // size * size, x.shape[2] // size * size
-    views = [x[:, i:h:size, j:w:size] for i in range(size) for j in range(size)]
-    out = views[0]
-    for v in views[1:]:
-        out = jnp.maximum(out, v)
-    return out
+    return _window_max(x[:, :h, :w], size)
 
 
 def flatten(x):
