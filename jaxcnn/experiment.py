@@ -202,10 +202,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
     ds = load_data(config)
     trainer = build_trainer(config, ds.input_shape, ds.num_classes, trainable=config.trainable)
     validation = (ds.x_test, ds.y_test) if config.validate_on_test and not config.validation_split else None
-    ckpt = checkpoint.CheckpointCallback(
-        os.path.join(workdir, "checkpoints"), every_n_steps=config.checkpoint_every_steps,
-        max_to_keep=config.checkpoint_keep, best_metric=config.checkpoint_best,
-        best_mode=config.checkpoint_best_mode, verbose=bool(verbose))
+    ckpt = _checkpoint_callback(config, os.path.join(workdir, "checkpoints"), verbose)
     t0 = time.perf_counter()
     history = trainer.fit(ds.x_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size,
                           validation_split=config.validation_split, validation_data=validation,
@@ -254,22 +251,26 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
     return metrics
 
 
+def _checkpoint_callback(config: ExperimentConfig, directory: str, verbose: int):
+    """The config's checkpoint policy (every N steps, keep K, best by a metric) in `directory`."""
+    from jaxcnn import checkpoint
+
+    return checkpoint.CheckpointCallback(
+        directory, every_n_steps=config.checkpoint_every_steps, max_to_keep=config.checkpoint_keep,
+        best_metric=config.checkpoint_best, best_mode=config.checkpoint_best_mode, verbose=bool(verbose))
+
+
 def _finetune(config, trainer, ds, workdir, validation, verbose):
     """Second phase: unfreeze `config.finetune["trainable"]` and train on at a low learning rate.
 
     Checkpoints of this phase go to `workdir/checkpoints_finetune`; the history continues.
     """
-    from jaxcnn import checkpoint
-
     phase = config.finetune
     tuned = build_trainer(config, ds.input_shape, ds.num_classes,
                           variables={"params": trainer.state.params, "batch_stats": trainer.state.batch_stats},
                           trainable=phase.get("trainable"), learning_rate=phase.get("learning_rate"))
     tuned.history = {k: list(v) for k, v in trainer.history.items()}
-    ckpt = checkpoint.CheckpointCallback(
-        os.path.join(workdir, "checkpoints_finetune"), every_n_steps=config.checkpoint_every_steps,
-        max_to_keep=config.checkpoint_keep, best_metric=config.checkpoint_best,
-        best_mode=config.checkpoint_best_mode, verbose=bool(verbose))
+    ckpt = _checkpoint_callback(config, os.path.join(workdir, "checkpoints_finetune"), verbose)
     history = tuned.fit(ds.x_train, ds.y_train, epochs=phase.get("epochs", 1), batch_size=config.batch_size,
                         validation_split=config.validation_split, validation_data=validation,
                         verbose=verbose, callbacks=[ckpt], **_augment_kwargs(config, tuned, ds.x_train))
