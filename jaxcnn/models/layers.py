@@ -3,15 +3,79 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 glorot_uniform = nn.initializers.glorot_uniform()
 
+# Convolutions whose patch matrix stays under this size run as im2col + one matmul on CPU.
+IM2COL_MAX_BYTES = 256 * 2**20
+_NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # lhs, rhs, out specs of NHWC/HWIO/NHWC
+
+
+def conv_impl() -> str:
+    """How `conv_general_dilated` computes: `JAXCNN_CONV` = auto (default) | im2col | xla.
+
+    auto: im2col on the CPU backend (for patch matrices up to IM2COL_MAX_BYTES), XLA's own
+    convolution elsewhere (cuDNN on GPU).
+    """
+    mode = os.environ.get("JAXCNN_CONV", "auto").lower()
+    if mode not in ("auto", "im2col", "xla"):
+        raise ValueError(f"JAXCNN_CONV={mode!r}: expected auto, im2col or xla")
+    return mode
+
+
+def _im2col(lhs, rhs, strides, pads, precision, preferred_element_type):
+    kh, kw, cin, cout = rhs.shape
+    x = jnp.pad(lhs, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0))) if any(map(any, pads)) else lhs
+    (sh, sw), n = strides, x.shape[0]
+    ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    cols = [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+    patches = jnp.stack(cols, axis=3)  # [n, ho, wo, kh*kw, cin]: HWIO's (kh, kw, cin) order
+    y = jnp.dot(patches.reshape(n * ho * wo, kh * kw * cin), rhs.reshape(kh * kw * cin, cout),
+                precision=precision, preferred_element_type=preferred_element_type)
+    return y.reshape(n, ho, wo, cout)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+    """`lax.conv_general_dilated`, computed as im2col + matmul where that is faster (`conv_impl`).
+
+    On XLA:CPU the 2-D NHWC convolutions of these small CNNs, and above all their kernel
+    gradients, ran 2-6x slower than the same products as one matmul (benchmarks/SPEED.md);
+    autodiff of slices + dot gives the gradients as matmuls and pads. Same values up to float
+    summation order. Dilated, grouped or non-NHWC convolutions always take XLA's path.
+    """
+    args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)
+    mode = conv_impl()
+    if mode == "xla" or lhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1:
+        return lax.conv_general_dilated(*args)
+    if any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ())):
+        return lax.conv_general_dilated(*args)
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    if tuple(map(tuple, dn)) != _NHWC:
+        return lax.conv_general_dilated(*args)
+    pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+            if isinstance(padding, str) else [tuple(p) for p in padding])
+    kh, kw, cin, _ = rhs.shape
+    ho = (lhs.shape[1] + sum(pads[0]) - kh) // window_strides[0] + 1
+    wo = (lhs.shape[2] + sum(pads[1]) - kw) // window_strides[1] + 1
+    patch_bytes = lhs.shape[0] * ho * wo * kh * kw * cin * jnp.dtype(lhs.dtype).itemsize
+    if mode == "auto" and (jax.default_backend() != "cpu" or patch_bytes > IM2COL_MAX_BYTES):
+        return lax.conv_general_dilated(*args)
+    return _im2col(lhs, rhs, tuple(window_strides), pads, precision, preferred_element_type)
+
+
 Conv = functools.partial(
-    nn.Conv, padding="VALID", kernel_init=glorot_uniform, bias_init=nn.initializers.zeros
+    nn.Conv, padding="VALID", kernel_init=glorot_uniform, bias_init=nn.initializers.zeros,
+    conv_general_dilated=conv_general_dilated,
 )
 Dense = functools.partial(nn.Dense, kernel_init=glorot_uniform, bias_init=nn.initializers.zeros)
 # Keras BatchNormalization: momentum 0.99, epsilon 1e-3.
@@ -30,18 +94,23 @@ def _window_max_fwd(x, size):
 
 
 def _window_max_bwd(size, res, g):
-    # The first maximum of each window takes the whole gradient (TensorFlow's and reduce-window's
-    # choice). No division by a tie count: JAX's own `max` gradient divides by one, which
-    # XLA:CPU's fusions computed as 0 for BatchNorm inputs (NaN gradients).
+    # The first maximum of each window (row-major) takes the whole gradient, as in TensorFlow
+    # and reduce-window. No division by a tie count: JAX's own `max` gradient divides by one,
+    # which XLA:CPU's fusions computed as 0 for BatchNorm inputs (NaN gradients). One masked
+    # select per window position, stacked back: XLA fuses it into one loop.
     x, y = res
     n, h, w, c = x.shape
-    win = x.reshape(n, h // size, size, w // size, size, c).transpose(0, 1, 3, 2, 4, 5)
-    win = win.reshape(n, h // size, w // size, size * size, c)
-    hit = win == y[:, :, :, None, :]
-    first = hit & (jnp.cumsum(hit.astype(jnp.int32), axis=3) == 1)
-    gx = jnp.where(first, g[:, :, :, None, :], jnp.zeros((), g.dtype))
-    gx = gx.reshape(n, h // size, w // size, size, size, c).transpose(0, 1, 3, 2, 4, 5)
-    return (gx.reshape(n, h, w, c),)
+    windows = x.reshape(n, h // size, size, w // size, size, c)
+    zero, taken, rows = jnp.zeros((), g.dtype), None, []
+    for a in range(size):
+        cols = []
+        for b in range(size):
+            hit = windows[:, :, a, :, b, :] == y
+            first = hit if taken is None else hit & ~taken
+            taken = hit if taken is None else taken | hit
+            cols.append(jnp.where(first, g, zero))
+        rows.append(jnp.stack(cols, axis=3))  # [n, h/size, w/size, size(b), c]
+    return (jnp.stack(rows, axis=2).reshape(n, h, w, c),)  # [n, h/size, size(a), w/size, size(b), c]
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcnn.models import register_model
-from jaxcnn.models.layers import Dense, glorot_uniform
+from jaxcnn.models.layers import Conv, Dense, glorot_uniform
 from jaxcnn.models.vgg import _global_pool, preprocess_input  # noqa: F401  (same "caffe" mode)
 
 BN_EPSILON = 1.001e-5
@@ -24,7 +24,7 @@ RESNET50_STAGES = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 
 
 
 def _conv_bn(parent_name: str, x, filters, kernel, stride, padding, train, dtype):
-    x = nn.Conv(filters, (kernel, kernel), strides=(stride, stride), padding=padding,
+    x = Conv(filters, (kernel, kernel), strides=(stride, stride), padding=padding,
                 kernel_init=glorot_uniform, dtype=dtype, name=f"{parent_name}_conv")(x)
     return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPSILON,
                         dtype=dtype, name=f"{parent_name}_bn")(x)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.models import register_model
-from jaxcnn.models.layers import Dense, flatten, glorot_uniform, max_pool
+from jaxcnn.models.layers import Conv, Dense, flatten, glorot_uniform, max_pool
 
 # ImageNet channel means in BGR order, as `keras.applications.imagenet_utils` ("caffe" mode).
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -75,7 +75,7 @@ class VGG16(nn.Module):
             raise ValueError(f"output must be 'logits' or 'features', got {self.output!r}")
         for block, n_convs, filters in VGG16_BLOCKS:
             for i in range(1, n_convs + 1):
-                x = nn.Conv(filters, (3, 3), padding="SAME", kernel_init=glorot_uniform,
+                x = Conv(filters, (3, 3), padding="SAME", kernel_init=glorot_uniform,
                             dtype=self.dtype, name=f"block{block}_conv{i}")(x)
                 x = nn.relu(x)
             x = max_pool(x)
