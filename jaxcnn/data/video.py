@@ -1,9 +1,11 @@
 """Moving-digit clips: a deterministic, offline action task for the CNN-LSTM (N5).
 
 Each clip shows one MNIST digit on a black frame that stays still (0), walks slowly (1) or runs
-fast (2) horizontally, in a random direction, at a random height. Start positions are drawn so
-that a digit's position in any single frame is about equally distributed in every class: only
-the motion across frames tells the class, which a frame-only baseline demonstrates.
+fast (2) horizontally, in a random direction, at a random height. The frame is a circular
+track: a digit leaving one side re-enters at the other (`np.roll`), and each clip starts at a
+uniformly drawn shift. So every single frame, in every class, is the digit at a uniformly
+random shift: single frames carry no class information (a frame-only baseline stays at chance),
+only the motion across frames does.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import numpy as np
 from jaxcnn.data.sources import Dataset, load_dataset, register_dataset
 
 CLASSES = ("still", "walking", "running")
-# Fraction of the free horizontal range travelled over a clip, per class.
-TRAVEL = (0.0, 0.4, 1.0)
+# Fraction of the frame width travelled over a clip, per class.
+TRAVEL = (0.0, 0.25, 0.75)
 
 
 def moving_digit_clips(digits: np.ndarray, num_clips: int, frames: int = 30, size: int = 32,
@@ -27,20 +29,19 @@ def moving_digit_clips(digits: np.ndarray, num_clips: int, frames: int = 30, siz
         d = max(8, size * 3 // 8)
         idx = (np.arange(d) * digits.shape[1] / d).astype(int)
         digits = digits[:, idx][:, :, idx]
-    free = size - d
     clips = np.zeros((num_clips, frames, size, size, 1), np.uint8)
     labels = rng.integers(0, len(CLASSES), num_clips).astype(np.int32)
     picks = rng.integers(0, len(digits), num_clips)
     t = np.arange(frames) / max(frames - 1, 1)
     for i in range(num_clips):
-        travel = TRAVEL[labels[i]] * free
-        start = rng.uniform(0, free - travel)
-        xs = start + travel * t
-        if rng.random() < 0.5:
-            xs = xs[::-1]
-        y = rng.integers(0, free + 1)
-        for f, x in enumerate(np.rint(xs).astype(int)):
-            clips[i, f, y:y + d, x:x + d, 0] = digits[picks[i], :, :, 0]
+        base = np.zeros((size, size), np.uint8)
+        y = rng.integers(0, size - d + 1)
+        base[y:y + d, :d] = digits[picks[i], :, :, 0]
+        direction = 1 if rng.random() < 0.5 else -1
+        # A uniform start shift plus any integer offset is uniform mod size, frame by frame.
+        shifts = rng.integers(0, size) + direction * np.rint(TRAVEL[labels[i]] * size * t).astype(int)
+        for f, shift in enumerate(shifts % size):
+            clips[i, f, :, :, 0] = np.roll(base, shift, axis=1)
     return clips, labels
 
 
