@@ -91,26 +91,9 @@ def test_device_augment_hook_is_applied_and_seeded(mnist_slice):
     assert max(jax.tree.leaves(diff)) > 1e-4
 
 
-@pytest.mark.parametrize("conv,road", [("im2col", "device"), ("xla", "pipeline")])
-def test_auto_road_on_cpu_follows_the_convolution_ops(monkeypatch, mnist_slice, conv, road):
-    if jax.default_backend() != "cpu":
-        pytest.skip("the CPU rule")
-    monkeypatch.setenv("JAXCNN_CONV", conv)
-    trainer = _trainer()
-    trainer.fit(*mnist_slice, epochs=1, batch_size=32, verbose=0)
-    assert trainer.road == road
-
-
 def test_choose_road():
     strategy = _trainer().strategy
     assert ondevice.choose_road("auto", nbytes=10, strategy=strategy, platform="cpu") == "pipeline"
-    # On CPU, auto takes the device road only for a model without XLA convolutions (one device).
-    assert ondevice.choose_road("auto", nbytes=10, strategy=strategy, platform="cpu",
-                                has_convolutions=False) == "device"
-    assert ondevice.choose_road("auto", nbytes=10, strategy=strategy, platform="cpu", has_convolutions=False,
-                                has_host_augment=True) == "pipeline"
-    assert ondevice.choose_road("auto", nbytes=10**15, strategy=strategy, platform="cpu",
-                                has_convolutions=False) == "pipeline"  # more than the host's memory
     assert ondevice.choose_road("device", nbytes=10, strategy=strategy) == "device"
     assert ondevice.choose_road("pipeline", nbytes=10, strategy=strategy) == "pipeline"
     with pytest.raises(ValueError, match="road must be one of"):

@@ -17,7 +17,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -146,18 +145,9 @@ class Trainer:
         self.fit_info = {"steps_per_epoch": steps, "batch_size": batch_size, "num_examples": int(len(x))}
         from jaxcnn.train import ondevice
 
-        road = road or self.default_road
-        convs = True
-        if road == "auto" and jax.default_backend() == "cpu":  # see choose_road
-            variables = {"params": self.state.params}
-            if self.state.batch_stats:
-                variables["batch_stats"] = self.state.batch_stats
-            convs = ondevice.has_xla_convolutions(self.state.apply_fn, variables,
-                                                  jnp.zeros((1,) + self.input_shape, jnp.float32))
-        self.road = ondevice.choose_road(road, nbytes=x.nbytes, strategy=self.strategy,
+        self.road = ondevice.choose_road(road or self.default_road, nbytes=x.nbytes, strategy=self.strategy,
                                          has_host_augment=augment is not None,
-                                         has_device_augment=device_augment is not None,
-                                         has_convolutions=convs)
+                                         has_device_augment=device_augment is not None)
         run_epoch = self._train_epoch
         if self.road == "device":
             run_epoch = ondevice.DeviceRoad.for_trainer(self, x, y, batch_size, augment=device_augment,

@@ -10,16 +10,13 @@ to the same train step and give the same parameters (within float tolerance) wit
 augmentation.
 
 `Trainer.fit(..., road="auto" | "pipeline" | "device")` selects it; "auto" takes this road on
-GPU/TPU when the data fits. On CPU it takes it only for models without XLA convolution ops
-(dense nets, or convs computed as im2col matmuls, `jaxcnn.models.layers`): XLA:CPU runs
-scanned loops of its convolutions ~10x slower than the same steps dispatched one by one, while
-scanned matmuls ran ~10% faster than per-step dispatch (benchmarks/SPEED.md).
+GPU/TPU when the data fits, and the per-step pipeline on CPU, where XLA runs scanned conv loops
+far slower than the same steps dispatched one by one (see benchmarks/speed.py).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from typing import Callable
@@ -50,40 +47,20 @@ def device_memory_bytes(device=None) -> int | None:
     return stats.get("bytes_limit")
 
 
-def host_memory_bytes() -> int | None:
-    """This machine's physical memory in bytes (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def fits_on_device(nbytes: int, device=None, fraction: float = 0.25) -> bool:
-    """Whether a dataset of `nbytes` fits in `fraction` of the device memory (unknown: no).
-
-    A CPU device's memory is the host's.
-    """
-    device = device or jax.local_devices()[0]
-    limit = host_memory_bytes() if device.platform == "cpu" else device_memory_bytes(device)
+    """Whether a dataset of `nbytes` fits in `fraction` of the device memory (unknown: no)."""
+    limit = device_memory_bytes(device)
     return limit is not None and nbytes <= fraction * limit
 
 
-def has_xla_convolutions(apply_fn, variables, sample) -> bool:
-    """Whether the model's forward pass on `sample` traces to XLA convolution ops."""
-    jaxpr = jax.make_jaxpr(lambda v, x: apply_fn(v, x, train=False))(variables, sample)
-    return "conv_general_dilated" in str(jaxpr)
-
-
 def choose_road(road: str, *, nbytes: int, strategy, has_host_augment: bool = False,
-                has_device_augment: bool = False, platform: str | None = None,
-                has_convolutions: bool = True) -> str:
+                has_device_augment: bool = False, platform: str | None = None) -> str:
     """Resolve `road` ('auto' | 'pipeline' | 'device') to 'pipeline' or 'device'.
 
-    'auto' takes the device road when the data fits in a quarter of the device memory, one
-    process drives the devices, the strategy is the jit one and no tf.data augmentation was
-    given; otherwise the pipeline. On CPU, also only on one device and for a model without
-    XLA convolution ops (`has_convolutions`): scanned XLA:CPU convs ran ~10x slower than
-    per-step dispatch, scanned matmuls ~10% faster (benchmarks/SPEED.md).
+    'auto' takes the device road on GPU/TPU when the data fits in a quarter of the device
+    memory, one process drives the devices, the strategy is the jit one and no tf.data
+    augmentation was given; otherwise the pipeline. On CPU 'auto' is the pipeline: measured
+    there, a scanned chunk of N1 steps ran slower than per-step dispatch (benchmarks/speed.py).
     """
     if road not in ROADS:
         raise ValueError(f"road must be one of {ROADS}, got {road!r}")
@@ -103,9 +80,7 @@ def choose_road(road: str, *, nbytes: int, strategy, has_host_augment: bool = Fa
     if has_device_augment:  # only the device road can apply it
         return choose_road("device", nbytes=nbytes, strategy=strategy, has_host_augment=has_host_augment)
     platform = platform or jax.default_backend()
-    if not supported or has_host_augment:
-        return "pipeline"
-    if platform == "cpu" and (has_convolutions or getattr(strategy, "num_devices", 1) > 1):
+    if platform == "cpu" or not supported or has_host_augment:
         return "pipeline"
     return "device" if fits_on_device(nbytes) else "pipeline"
 
