@@ -226,6 +226,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         "seconds_per_epoch_after_first": (float(np.mean(history["seconds"][1:]))
                                           if len(history.get("seconds", [])) > 1 else None),
         "train_seconds": train_seconds,
+        "road": getattr(trainer, "road", None),  # "device" or "pipeline" (Trainer.fit's road)
         "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}",
         "host": platform.node(),
         "jax_version": jax.__version__,

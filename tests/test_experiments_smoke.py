@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+import jax
 import pytest
 
 from jaxcnn.cli import list_experiments, load_experiment
@@ -26,6 +27,9 @@ def test_experiment_smoke(name, tmp_path, data_dir):
     assert metrics["train_examples"] == 64 and metrics["test_examples"] == 32
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert json.load(open(tmp_path / "metrics.json"))["experiment"] == name
+    assert metrics["road"] in ("device", "pipeline")
+    if config.augment not in (None, "", "none") and jax.default_backend() == "cpu":
+        assert metrics["road"] == "pipeline"  # tf.data augmentation on CPU
     for extra in config.extras:
         if extra in ("filters", "samples"):
             assert os.path.getsize(tmp_path / f"{extra}.png") > 0

@@ -10,8 +10,8 @@ to the same train step and give the same parameters (within float tolerance) wit
 augmentation.
 
 `Trainer.fit(..., road="auto" | "pipeline" | "device")` selects it; "auto" takes this road on
-GPU/TPU when the data fits, and the per-step pipeline on CPU, where XLA runs scanned conv loops
-far slower than the same steps dispatched one by one (see benchmarks/speed.py).
+GPU/TPU when the data fits, and the per-step pipeline on CPU. Callbacks see this road once per
+chunk (step counts jump by `steps_per_call`), the pipeline once per step.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ def choose_road(road: str, *, nbytes: int, strategy, has_host_augment: bool = Fa
 
     'auto' takes the device road on GPU/TPU when the data fits in a quarter of the device
     memory, one process drives the devices, the strategy is the jit one and no tf.data
-    augmentation was given; otherwise the pipeline. On CPU 'auto' is the pipeline: measured
-    there, a scanned chunk of N1 steps ran slower than per-step dispatch (benchmarks/speed.py).
+    augmentation was given; otherwise the pipeline. On CPU 'auto' is the pipeline: with XLA's
+    convolution ops a scanned chunk ran ~10x slower than per-step dispatch; with im2col convs
+    (the CPU default) the device road ran N1 10-20% faster, but its callbacks (checkpoints)
+    run per chunk, so it is opt-in there (benchmarks/SPEED.md).
     """
     if road not in ROADS:
         raise ValueError(f"road must be one of {ROADS}, got {road!r}")
