@@ -453,6 +453,7 @@ class CheckpointCallback:
         self._sigterm = _SigtermFlag()
         self._last_saved = None
         self._step = 0
+        self._at = None
 
     # hooks
     def on_train_begin(self, trainer) -> None:
@@ -466,6 +467,8 @@ class CheckpointCallback:
             raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
                                   f"{self.manager.all_steps()}) and resume=False: use another directory")
         self._step = int(trainer.state.step)
+        # (epoch, step in epoch) of the last on_step_end: the device road reports once per chunk.
+        self._at = tuple(trainer.resume_point[:2]) if trainer.resume_point else None
         if jax.process_count() == 1:  # with several, JAX's preemption service owns SIGTERM
             self._sigterm.install()
 
@@ -481,10 +484,15 @@ class CheckpointCallback:
             return False
 
     def on_step_end(self, trainer, epoch: int, step: int) -> None:
-        self._step += 1
+        # The pipeline road calls this after every step, the device road after each chunk of
+        # steps: count the steps advanced, and save once an `every_n_steps` boundary is crossed.
+        last_epoch, last_step = self._at or (epoch, 0)
+        before = self._step
+        self._step += step - last_step if epoch == last_epoch else step
+        self._at = (epoch, step)
         if self._preemption():
             self._preempt(trainer, epoch, step)
-        if (self.every_n_steps and self._step % self.every_n_steps == 0
+        if (self.every_n_steps and self._step // self.every_n_steps > before // self.every_n_steps
                 and not (self.save_on_epoch_end and step == trainer.steps_per_epoch)):
             self._save(trainer, epoch, step)
 

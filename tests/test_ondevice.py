@@ -160,3 +160,16 @@ def test_device_road_stops_on_nan_loss():
     t = _trainer()
     with pytest.raises(NonFiniteLossError, match="loss became nan"):
         t.fit(x, np.zeros(64, np.int32), epochs=1, batch_size=32, verbose=0, road="device", steps_per_call=2)
+
+
+def test_step_interval_checkpoints_on_the_device_road(mnist_slice, tmp_path):
+    """Callbacks run once per chunk there: checkpoints still follow the global step interval."""
+    from jaxcnn.checkpoint import CheckpointCallback
+
+    ckpt = CheckpointCallback(str(tmp_path / "ckpt"), every_n_steps=5, on_epoch_end=False, max_to_keep=10,
+                              verbose=0)
+    trainer = _trainer()
+    # 10 steps per epoch in chunks of 4: chunk ends at global steps 4, 8, 10, 14, 18, 20.
+    trainer.fit(*mnist_slice, epochs=2, batch_size=32, verbose=0, road="device", steps_per_call=4,
+                callbacks=[ckpt])
+    assert ckpt.manager.all_steps() == [8, 10, 18, 20]  # the first chunk end past each multiple of 5
