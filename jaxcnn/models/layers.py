@@ -48,7 +48,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     """`lax.conv_general_dilated`, computed as im2col + matmul where that is faster (`conv_impl`).
 
     On XLA:CPU the 2-D NHWC convolutions of these small CNNs, and above all their kernel
-    gradients, ran 2-6x slower than the same products as one matmul (benchmarks/SPEED.md);
+    gradients, ran 3-6x slower than the same products as one matmul (benchmarks/SPEED.md);
     autodiff of slices + dot gives the gradients as matmuls and pads. Same values up to float
     summation order. Dilated, grouped or non-NHWC convolutions always take XLA's path.
     """

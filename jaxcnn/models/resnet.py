@@ -25,7 +25,7 @@ RESNET50_STAGES = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 
 
 def _conv_bn(parent_name: str, x, filters, kernel, stride, padding, train, dtype):
     x = Conv(filters, (kernel, kernel), strides=(stride, stride), padding=padding,
-                kernel_init=glorot_uniform, dtype=dtype, name=f"{parent_name}_conv")(x)
+             kernel_init=glorot_uniform, dtype=dtype, name=f"{parent_name}_conv")(x)
     return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPSILON,
                         dtype=dtype, name=f"{parent_name}_bn")(x)
 

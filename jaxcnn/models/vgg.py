@@ -76,7 +76,7 @@ class VGG16(nn.Module):
         for block, n_convs, filters in VGG16_BLOCKS:
             for i in range(1, n_convs + 1):
                 x = Conv(filters, (3, 3), padding="SAME", kernel_init=glorot_uniform,
-                            dtype=self.dtype, name=f"block{block}_conv{i}")(x)
+                         dtype=self.dtype, name=f"block{block}_conv{i}")(x)
                 x = nn.relu(x)
             x = max_pool(x)
         if not self.include_top:
