@@ -453,7 +453,7 @@ class CheckpointCallback:
         self._sigterm = _SigtermFlag()
         self._last_saved = None
         self._step = 0
-        self._at = None
+        self._at = (0, 0)
 
     # hooks
     def on_train_begin(self, trainer) -> None:
@@ -468,7 +468,8 @@ class CheckpointCallback:
                                   f"{self.manager.all_steps()}) and resume=False: use another directory")
         self._step = int(trainer.state.step)
         # (epoch, step in epoch) of the last on_step_end: the device road reports once per chunk.
-        self._at = tuple(trainer.resume_point[:2]) if trainer.resume_point else None
+        self._at = tuple(trainer.resume_point[:2] if trainer.resume_point
+                         else getattr(trainer, "fit_start", (0, 0)))
         if jax.process_count() == 1:  # with several, JAX's preemption service owns SIGTERM
             self._sigterm.install()
 
@@ -486,7 +487,7 @@ class CheckpointCallback:
     def on_step_end(self, trainer, epoch: int, step: int) -> None:
         # The pipeline road calls this after every step, the device road after each chunk of
         # steps: count the steps advanced, and save once an `every_n_steps` boundary is crossed.
-        last_epoch, last_step = self._at or (epoch, 0)
+        last_epoch, last_step = self._at
         before = self._step
         self._step += step - last_step if epoch == last_epoch else step
         self._at = (epoch, step)

@@ -93,6 +93,7 @@ class Trainer:
         self.resume_point: tuple | None = None
         self.steps_per_epoch: int | None = None
         self.fit_info: dict = {}
+        self.fit_start: tuple[int, int] = (0, 0)
         self._epoch_sums, self._pending = None, []
 
     # -- pipelines -----------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class Trainer:
         steps = pipe.steps_per_epoch()
         self.steps_per_epoch = steps
         self.fit_info = {"steps_per_epoch": steps, "batch_size": batch_size, "num_examples": int(len(x))}
+        self.fit_start = (initial_epoch, initial_step)  # where this fit begins (a resume overrides it)
         from jaxcnn.train import ondevice
 
         self.road = ondevice.choose_road(road or self.default_road, nbytes=x.nbytes, strategy=self.strategy,
