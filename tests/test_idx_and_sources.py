@@ -104,6 +104,21 @@ def test_dataset_dir_env_and_error(tmp_path, monkeypatch):
         dataset_dir("no-such-dataset")
 
 
+def test_a_given_data_dir_without_the_dataset_is_an_error_not_the_bundled_copy(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXCNN_DATA_DIR", raising=False)
+    assert dataset_dir("mnist").endswith(os.path.join("_datasets", "mnist"))  # nothing given: bundled
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other" / "cifar10-jpeg").mkdir(parents=True)
+    for root, problem in ((tmp_path / "missing", "does not exist"), (tmp_path / "empty", "is empty"),
+                          (tmp_path / "other", "holds no mnist/ folder")):
+        with pytest.raises(DataError, match=problem) as e:
+            load_dataset("mnist", data_dir=str(root))
+        assert str(e.value).startswith(os.path.join(str(root), "mnist") + ":")
+    monkeypatch.setenv("JAXCNN_DATA_DIR", str(tmp_path / "missing"))  # a bad environment variable too
+    with pytest.raises(DataError, match="JAXCNN_DATA_DIR .*missing does not exist"):
+        load_dataset("mnist")
+
+
 def test_real_mnist_and_fashion(data_dir):
     mnist = load_dataset("mnist", data_dir=data_dir)
     assert mnist.x_train.shape == (60000, 28, 28, 1) and mnist.x_test.shape == (10000, 28, 28, 1)

@@ -1,7 +1,8 @@
 """Datasets as numpy arrays: IDX folders (MNIST, Fashion-MNIST), TFDS by name, in-memory arrays.
 
 Where data lives: an explicit `data_dir`, else `$JAXCNN_DATA_DIR`, else (MNIST only) the copy
-bundled with the package, so the quick start runs offline. Nothing is ever downloaded silently.
+bundled with the package, so the quick start runs offline. A directory that is given must hold
+the dataset (a DataError names the path otherwise). Nothing is ever downloaded silently.
 """
 
 from __future__ import annotations
@@ -70,19 +71,30 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int | None, what: st
 
 
 def dataset_dir(name: str, data_dir: str | None = None) -> str:
-    """The folder holding dataset `name`: `data_dir/name`, `$JAXCNN_DATA_DIR/name`, or bundled."""
-    tried = []
-    for root in (data_dir, os.environ.get(DATA_DIR_ENV)):
-        if root:
-            path = os.path.join(os.path.expanduser(root), name)
-            if os.path.isdir(path):
-                return path
-            tried.append(path)
+    """The folder holding dataset `name`: `data_dir/name`, else `$JAXCNN_DATA_DIR/name`, else bundled.
+
+    A directory that is given (the argument, else the environment variable) must hold the
+    dataset: it is never passed over for the bundled copy, so a typo cannot train on other data.
+    The bundled copy (MNIST only) is used only when neither is set.
+    """
+    for root, what in ((data_dir, "data directory"), (os.environ.get(DATA_DIR_ENV), DATA_DIR_ENV)):
+        if not root:
+            continue
+        root = os.path.expanduser(root)
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            return path
+        problem = ("does not exist" if not os.path.exists(root) else "is not a folder" if not os.path.isdir(root)
+                   else "is empty" if not os.listdir(root) else f"holds no {name}/ folder")
+        raise DataError(f"{path}: dataset {name!r} not found: the {what} {root} {problem}. "
+                        f"Give a directory whose {name}/ folder holds the files"
+                        + (" (or none, for the bundled copy)" if os.path.isdir(os.path.join(_BUNDLED, name))
+                           else ""))
     bundled = os.path.join(_BUNDLED, name)
     if os.path.isdir(bundled):
         return bundled
     raise DataError(
-        f"dataset {name!r} not found (looked in: {', '.join(tried) or 'nothing'}). "
+        f"dataset {name!r} not found: no data directory given. "
         f"Pass --data-dir DIR or set {DATA_DIR_ENV}=DIR, where DIR/{name} holds its files."
     )
 
