@@ -30,7 +30,8 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jaxcnn.models.vgg import VGG16, VGG16_BLOCKS, TransferModel  # noqa: E402
+from jaxcnn.models.transfer import TransferModel  # noqa: E402
+from jaxcnn.models.vgg import VGG16, VGG16_BLOCKS  # noqa: E402
 from jaxcnn.train import create_train_state, make_train_step  # noqa: E402
 from jaxcnn.transfer import make_transfer_optimizer  # noqa: E402
 

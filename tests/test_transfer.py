@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from jaxcnn.models import get_model
-from jaxcnn.models.vgg import VGG16, TransferHead, TransferModel
+from jaxcnn.models.transfer import TransferHead, TransferModel
+from jaxcnn.models.vgg import VGG16
 from jaxcnn.train import create_train_state, init_variables, make_train_step
 from jaxcnn.models.vgg import preprocess_input
 from jaxcnn.transfer import (extract_features, freeze_mask, init_with_pretrained_base, load_base,

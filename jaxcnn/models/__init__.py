@@ -44,4 +44,4 @@ from jaxcnn.models import cnn  # noqa: E402,F401  (registers the small CNNs)
 from jaxcnn.models.cnn import (  # noqa: E402,F401
     TUTORIAL_INPUT_SHAPES, BnCNN, Cifar10CNN, Cifar10MLP, CnnLSTM, FrameBaseline, MnistCNN, MnistCNN3,
     MnistSimpleCNN, SpectrogramCNN)
-from jaxcnn.models import resnet, vgg  # noqa: E402,F401  (VGG16, ResNet50, transfer models)
+from jaxcnn.models import resnet, transfer, vgg  # noqa: E402,F401  (VGG16, ResNet50, transfer models)

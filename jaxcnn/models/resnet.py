@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jaxcnn.models import register_model
 from jaxcnn.models.layers import Conv, Dense, glorot_uniform
-from jaxcnn.models.vgg import _global_pool, preprocess_input  # noqa: F401  (same "caffe" mode)
+from jaxcnn.models.imagenet import global_pool, preprocess_input  # noqa: F401  (same "caffe" mode)
 
 BN_EPSILON = 1.001e-5
 # (stage name, bottleneck filters, blocks, stride of the first block)
@@ -68,24 +68,8 @@ class ResNet50(nn.Module):
                 y = _conv_bn(f"{name}_3", y, 4 * filters, 1, 1, "VALID", train, self.dtype)
                 x = nn.relu(shortcut + y)
         if not self.include_top:
-            return _global_pool(x, self.pooling)
+            return global_pool(x, self.pooling)
         x = jnp.mean(x, axis=(1, 2))  # avg_pool
         if self.output == "features":
             return x
         return Dense(self.num_classes, dtype=self.dtype, name="predictions")(x)
-
-
-@register_model("resnet50_transfer_a")
-def resnet50_transfer_a(num_classes: int = 10, **kw):
-    """Tutorial A's exercise: head "a" (Flatten, Dense 256, Dropout .5) on a ResNet50 base."""
-    from jaxcnn.models.vgg import TransferModel
-
-    return TransferModel("resnet50", "a", num_classes, **kw)
-
-
-@register_model("resnet50_transfer_c")
-def resnet50_transfer_c(num_classes: int = 10, **kw):
-    """Head "c" (global average pool, Dense 1024) on a ResNet50 base."""
-    from jaxcnn.models.vgg import TransferModel
-
-    return TransferModel("resnet50", "c", num_classes, **kw)
