@@ -1,4 +1,4 @@
-"""The `jaxcnn` command: list, train and launch experiments; preview augmentation; convert weights.
+"""The `jaxcnn` command: list, train and launch experiments; predict, export and evaluate runs; tools.
 
 Experiments are found by name in the checkout's `experiments/` folder (the current directory's,
 or the one beside the installed package in an editable install) or by a file path, so an
@@ -121,6 +121,166 @@ def _add_tools(sub) -> None:
                    help="Keras HDF5 weights (VGG16, ResNet50) -> an Orbax checkpoint of Flax params")
 
 
+def _user_errors(fn):
+    """A subcommand whose input errors (no trained run, missing runtime, unusable image) end in one line."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(args):
+        from jaxcnn.data.errors import DataError
+        from jaxcnn.export import ExportError
+        from jaxcnn.model_card import NoTrainedModelError
+        from jaxcnn.predict import ImageError
+
+        try:
+            return fn(args)
+        except (NoTrainedModelError, ExportError, ImageError, DataError) as e:
+            raise SystemExit(f"jaxcnn {args.command}: {e}") from None
+
+    return run
+
+
+def _checkpoint_arg(p) -> None:
+    p.add_argument("--checkpoint", default="auto", metavar="WHICH",
+                   help="weights: auto (final, else latest checkpoint), final, best, latest, or a step number")
+
+
+@_user_errors
+def _cmd_predict(args) -> int:
+    import json
+
+    from jaxcnn.predict import load_predictor, write_csv
+
+    predictor = load_predictor(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
+    rows = predictor.predict_files(args.paths, top_k=args.top_k, on_error=args.on_error,
+                                   convert=args.convert, progress=not args.quiet)
+    for r in rows:
+        if r.error:
+            print(f"{r.source}: ERROR {r.error}")
+        else:
+            print(f"{r.source}: " + ", ".join(f"{c} ({p:.4f})" for c, p in r.top))
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.to_json() for r in rows], f, indent=2)
+    failed = sum(r.error is not None for r in rows)
+    if failed:
+        print(f"jaxcnn predict: {failed} of {len(rows)} file(s) could not be used", file=sys.stderr)
+    return 1 if rows and failed == len(rows) else 0
+
+
+@_user_errors
+def _cmd_export(args) -> int:
+    from jaxcnn import export
+    from jaxcnn.predict import load_predictor
+
+    export.require(args.format)  # before loading anything: a missing runtime is named at once
+    predictor = load_predictor(args.workdir, checkpoint=args.checkpoint)
+    path = args.out or os.path.join(args.workdir, "export", export.DEFAULT_NAMES[args.format])
+    export.export(predictor, args.format, path)
+    if args.check:
+        images = _test_images(predictor.card, args.check, args.data_dir)
+        err = export.check_export(predictor, args.format, path, images)
+        print(f"{path}: checked in its runtime on {len(images)} test images: relative error {err:.2g} "
+              f"(allowed {export.TOLERANCE[args.format]:g})", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def _test_images(card, count: int, data_dir=None):
+    """The first `count` test images of the run's dataset, sized as the model takes them."""
+    from jaxcnn.data import load_dataset
+
+    ds = load_dataset(card.dataset, data_dir=data_dir).take(1, count)
+    x = ds.x_test
+    if tuple(x.shape[1:3]) != tuple(card.input_shape[:2]) and x.ndim == 4:
+        from jaxcnn.data.image_folder import resize_images
+
+        x = resize_images(x, card.input_shape[:2])
+    return x
+
+
+@_user_errors
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from jaxcnn import report
+    from jaxcnn.data import load_dataset
+    from jaxcnn.parallel import setup
+
+    setup(fake_devices=args.fake_devices)
+    from jaxcnn.predict import load_predictor
+
+    predictor = load_predictor(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
+    card = predictor.card
+    ds = load_dataset(card.dataset, data_dir=args.data_dir)
+    if args.limit:
+        ds = ds.take(args.limit, args.limit)
+    x = ds.x_test
+    if x.ndim == 4 and tuple(x.shape[1:3]) != tuple(card.input_shape[:2]):
+        from jaxcnn.data.image_folder import resize_images
+
+        x = resize_images(x, card.input_shape[:2])
+    probs = predictor.predict(x)
+    metrics = report.write_report(args.workdir, probs, ds.y_test, x, card.class_names,
+                                  title=card.experiment or card.model)
+    path = os.path.join(args.workdir, "metrics.json")
+    merged = json.load(open(path)) if os.path.isfile(path) else {}
+    merged.update(metrics, report_checkpoint=args.checkpoint, report_weights=predictor.source)
+    with open(path + ".tmp", "w") as f:
+        json.dump(merged, f, indent=2)
+    os.replace(path + ".tmp", path)
+    print(f"{args.workdir}: accuracy {metrics['report_accuracy']:.4f} on {metrics['report_examples']} test "
+          "examples; per-class metrics in metrics.json, confusion.png, errors.png")
+    return 0
+
+
+def _add_use(sub) -> None:
+    p = sub.add_parser("predict", help="classify image files with a trained run",
+                       description="Top-k classes for image files, folders and .zip/.tar(.gz) archives, "
+                                   "resized and scaled as the run trained.")
+    p.add_argument("workdir", help="the run's folder (e.g. runs/mnist_cnn)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or archives")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--csv", help="also write the results to this CSV file")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--on-error", choices=("list", "skip", "fail"), default="list",
+                   help="unreadable or unfitting files: list them (default), skip them, or fail")
+    p.add_argument("--convert", action="store_true",
+                   help="convert images of another channel count (RGB <-> grayscale) instead of refusing")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _checkpoint_arg(p)
+    p.set_defaults(fn=_cmd_predict)
+
+    from jaxcnn.export import FORMATS
+
+    p = sub.add_parser("export", help="export a trained run: SavedModel, TFLite, ONNX or Keras",
+                       description="Write the run's model (raw pixels in, probabilities out, any batch "
+                                   "size) and check it in its own runtime on the run's test images.")
+    p.add_argument("workdir", help="the run's folder")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", help="output path (default: WORKDIR/export/savedmodel|model.tflite|model.onnx|model.keras)")
+    p.add_argument("--check", type=int, default=64, metavar="N",
+                   help="compare with jaxcnn on the first N test images (default 64; 0: no check)")
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
+    _checkpoint_arg(p)
+    p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("evaluate", help="evaluation report: per-class metrics, confusion.png, errors.png",
+                       description="Evaluate a trained run on its dataset's test split; writes per-class "
+                                   "precision/recall/accuracy and the confusion matrix into metrics.json, "
+                                   "confusion.png and errors.png.")
+    p.add_argument("workdir", help="the run's folder")
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
+    p.add_argument("--limit", type=int, help="only the first N test examples")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--fake-devices", type=int, metavar="K", help="run on K fake CPU devices")
+    _checkpoint_arg(p)
+    p.set_defaults(fn=_cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxcnn import experiment
 
@@ -134,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_train)
     _add_launch(sub)
     _add_tools(sub)
+    _add_use(sub)
     return parser
 
 

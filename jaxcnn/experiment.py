@@ -135,16 +135,30 @@ def load_data(config: ExperimentConfig):
     return ds
 
 
+def model_kwargs(config: ExperimentConfig, num_classes: int) -> dict:
+    """The model constructor's keyword arguments: the config's, plus the dataset's class count."""
+    kwargs = dict(config.model_kwargs)
+    if config.loss != "binary_crossentropy":
+        kwargs.setdefault("num_classes", num_classes)
+    return kwargs
+
+
+def model_card(config: ExperimentConfig, ds):
+    """What inference needs (model.json, see jaxcnn.model_card): model, input, scaling, classes."""
+    from jaxcnn.model_card import make_card
+
+    return make_card(model=config.model, model_kwargs=model_kwargs(config, ds.num_classes),
+                     input_shape=ds.input_shape, input_dtype=ds.x_train.dtype, class_names=ds.class_names,
+                     loss=config.loss, dataset=config.dataset, experiment=config.name)
+
+
 def build_trainer(config: ExperimentConfig, input_shape, num_classes: int, variables=None,
                   trainable=None, learning_rate=None):
     """The config's model and optimizer in a Trainer; `variables` and `trainable` for transfer."""
     from jaxcnn.models import get_model
     from jaxcnn.train import Trainer, get_optimizer
 
-    kwargs = dict(config.model_kwargs)
-    if config.loss != "binary_crossentropy":
-        kwargs.setdefault("num_classes", num_classes)
-    model = get_model(config.model, **kwargs)
+    model = get_model(config.model, **model_kwargs(config, num_classes))
     tx = get_optimizer(config.optimizer, learning_rate or config.learning_rate)
     if trainable is not None:
         from jaxcnn.transfer import make_transfer_optimizer
@@ -189,8 +203,10 @@ def _augment_kwargs(config: ExperimentConfig, trainer, x) -> dict:
 def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1) -> dict:
     """Train `config` on its dataset, evaluate on the test split, write results into `workdir`.
 
-    Writes history.json, metrics.json (test loss/accuracy, seconds per epoch, device, the
-    tutorial's numbers), curves.png and the final parameters (Orbax, `workdir/params`).
+    Writes model.json (what inference needs, jaxcnn.model_card), history.json, metrics.json
+    (test loss/accuracy, per-class metrics and the confusion matrix, seconds per epoch, device,
+    the tutorial's numbers), curves.png, confusion.png, errors.png and the final parameters
+    (Orbax, `workdir/params`).
     Checkpoints go to `workdir/checkpoints`; rerunning with the same workdir resumes from the
     newest one (mid-epoch included). On SIGTERM it saves and raises `checkpoint.Preempted`.
     """
@@ -200,6 +216,10 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
 
     os.makedirs(workdir, exist_ok=True)
     ds = load_data(config)
+    if jax.process_index() == 0:
+        from jaxcnn.model_card import write_card
+
+        write_card(workdir, model_card(config, ds))
     trainer = build_trainer(config, ds.input_shape, ds.num_classes, trainable=config.trainable)
     validation = (ds.x_test, ds.y_test) if config.validate_on_test and not config.validation_split else None
     ckpt = _checkpoint_callback(config, os.path.join(workdir, "checkpoints"), verbose)
@@ -238,6 +258,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
     }
     for name in config.extras:
         metrics.update(EXTRAS[name](trainer, ds, config, workdir) or {})
+    metrics.update(_evaluation_report(trainer, ds, config, workdir))
     if jax.process_index() == 0:
         _write_json(os.path.join(workdir, "history.json"), history)
         _write_json(os.path.join(workdir, "metrics.json"), metrics)
@@ -250,6 +271,16 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         print(f"{config.name}: test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}"
               f" (tutorial: {config.reported or 'not reported'}); results in {workdir}", file=sys.stderr)
     return metrics
+
+
+def _evaluation_report(trainer, ds, config, workdir) -> dict:
+    """Per-class metrics and the confusion matrix; confusion.png and errors.png (jaxcnn.report)."""
+    from jaxcnn import report
+
+    probs = report.class_probabilities(trainer.predict(ds.x_test, batch_size=max(config.batch_size, 256)),
+                                       config.loss)
+    return report.write_report(workdir, probs, ds.y_test, ds.x_test, ds.class_names, title=config.name,
+                               write=_is_writer())
 
 
 def _checkpoint_callback(config: ExperimentConfig, directory: str, verbose: int):

@@ -29,6 +29,11 @@ def conv_impl() -> str:
     return mode
 
 
+def _is_int(d) -> bool:
+    """A concrete dimension (not a symbolic one from `jax.export` shape polymorphism)."""
+    return isinstance(d, int)
+
+
 def _im2col(lhs, rhs, strides, pads, precision, preferred_element_type):
     kh, kw, cin, cout = rhs.shape
     x = jnp.pad(lhs, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0))) if any(map(any, pads)) else lhs
@@ -67,9 +72,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     kh, kw, cin, _ = rhs.shape
     ho = (lhs.shape[1] + sum(pads[0]) - kh) // window_strides[0] + 1
     wo = (lhs.shape[2] + sum(pads[1]) - kw) // window_strides[1] + 1
-    patch_bytes = lhs.shape[0] * ho * wo * kh * kw * cin * jnp.dtype(lhs.dtype).itemsize
-    if mode == "auto" and (jax.default_backend() != "cpu" or patch_bytes > IM2COL_MAX_BYTES):
-        return lax.conv_general_dilated(*args)
+    if mode == "auto":
+        if jax.default_backend() != "cpu" or not all(map(_is_int, (*lhs.shape, *rhs.shape))):
+            # A symbolic shape (export with a polymorphic batch) keeps the plain convolution: the
+            # size test cannot be decided for every batch, and serving runtimes have their own.
+            return lax.conv_general_dilated(*args)
+        patch_bytes = lhs.shape[0] * ho * wo * kh * kw * cin * jnp.dtype(lhs.dtype).itemsize
+        if patch_bytes > IM2COL_MAX_BYTES:
+            return lax.conv_general_dilated(*args)
     return _im2col(lhs, rhs, tuple(window_strides), pads, precision, preferred_element_type)
 
 
@@ -124,7 +134,9 @@ def max_pool(x, size: int = 2):
     which dominated N1's train step on CPU (see benchmarks/SPEED.md).
     """
     h, w = x.shape[1] // size * size, x.shape[2] // size * size
-    return _window_max(x[:, :h, :w], size)
+    if (h, w) != tuple(x.shape[1:3]):  # a static slice: indexing would become a gather under export
+        x = lax.slice(x, (0, 0, 0, 0), (x.shape[0], h, w, x.shape[3]))
+    return _window_max(x, size)
 
 
 def flatten(x):

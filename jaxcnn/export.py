@@ -1,0 +1,337 @@
+"""Export a trained run to where models are served: SavedModel, TFLite, ONNX, Keras 3.
+
+    jaxcnn export runs/mnist_cnn --format savedmodel     # also: tflite, onnx, keras
+
+Every format takes a batch of images of any size (the batch dimension is symbolic) in the run's
+input dtype (uint8 [0, 255] when it trained on uint8 images, float32 otherwise) and returns the
+class probabilities (softmax; sigmoid for binary models): the scaling and the output activation
+are inside the exported model, so a server feeds raw pixels.
+
+- savedmodel: `jax2tf.convert` with a polymorphic batch; one `serving_default` signature with
+  the input named `image` and the output `probabilities`. The graph holds the model as StableHLO
+  (an `XlaCallModule` op), which TensorFlow and TF Serving run.
+- tflite: the TFLite converter reads that SavedModel and lowers the StableHLO to TFLite builtins.
+- onnx: tf2onnx converts the TFLite model. tf2onnx cannot read the SavedModel's `XlaCallModule`;
+  jax2onnx (JAX -> ONNX directly) pins orbax-checkpoint below the version jaxcnn uses and pulls
+  equinox, netron and a hub client, so the TFLite graph, already lowered to plain ops, is the
+  route that needs no new heavy dependency. The batch dimension stays symbolic.
+- keras: a Keras 3 functional model with the same layers, names and weights, built for the
+  registered models whose layers Keras has (the MNIST/CIFAR CNNs and MLP, the BatchNorm CNN).
+
+`check_export` runs an exported file in its own runtime (TensorFlow, the TFLite interpreter,
+ONNX Runtime, Keras) and compares with jaxcnn's probabilities.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+FORMATS = ("savedmodel", "tflite", "onnx", "keras")
+# The modules each format needs, and the extra that installs them.
+REQUIREMENTS = {
+    "savedmodel": (("tensorflow",), "jaxcnn[tf]"),
+    "tflite": (("tensorflow",), "jaxcnn[tf]"),
+    "onnx": (("tensorflow", "tf2onnx", "onnxruntime"), "jaxcnn[export]"),
+    "keras": (("keras",), "jaxcnn[export]"),
+}
+DEFAULT_NAMES = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx", "keras": "model.keras"}
+# Largest allowed max|exported - jaxcnn| / max|jaxcnn| per format (TFLite's kernels sum differently).
+TOLERANCE = {"savedmodel": 1e-5, "tflite": 1e-4, "onnx": 1e-5, "keras": 1e-5}
+INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made here (a missing runtime, a model Keras has no layers for)."""
+
+
+class ExportMismatchError(ExportError):
+    """An exported model whose outputs differ from jaxcnn's beyond the format's tolerance."""
+
+
+def require(fmt: str) -> None:
+    """Raise ExportError naming the extra to install when a format's runtime is missing."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    modules, extra = REQUIREMENTS[fmt]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"--format {fmt} needs {', '.join(missing)}, which is not installed: "
+                          f"pip install '{extra}'")
+
+
+def serving_function(predictor):
+    """`f(images) -> probabilities` in JAX: scaling, model and output activation, weights as constants.
+
+    The convolutions take XLA's form here: with a symbolic batch, `layers.conv_general_dilated`
+    keeps `lax.conv_general_dilated`, which every serving runtime has as one op.
+    """
+    import jax
+
+    card, model, variables = predictor.card, predictor.card.build_model(), predictor.variables
+
+    def f(images):
+        logits = model.apply(variables, card.scale(images), train=False)
+        if card.output_activation == "sigmoid":
+            p = jax.nn.sigmoid(logits).reshape(logits.shape[0])
+            return jax.numpy.stack([1.0 - p, p], axis=1)  # the same [n, 2] as Predictor.predict
+        return jax.nn.softmax(logits, axis=-1)
+
+    return f
+
+
+def _tf():
+    from jaxcnn.data.pipeline import import_tf
+
+    return import_tf()
+
+
+def _input_spec(tf, card):
+    dtype = tf.uint8 if card.input_dtype == "uint8" else tf.float32
+    return tf.TensorSpec([None, *card.input_shape], dtype, name=INPUT_NAME)
+
+
+def export_savedmodel(predictor, path: str) -> str:
+    from jax.experimental import jax2tf
+
+    tf = _tf()
+    card = predictor.card
+    poly = "(b, " + ", ".join(str(d) for d in card.input_shape) + ")"
+    converted = jax2tf.convert(serving_function(predictor), polymorphic_shapes=[poly], with_gradient=False)
+    module = tf.Module()
+
+    @tf.function(autograph=False, input_signature=[_input_spec(tf, card)])
+    def serve(image):
+        return {OUTPUT_NAME: converted(image)}
+
+    module.serve = serve
+    module.class_names = tf.constant(list(card.class_names))  # kept beside the graph for servers
+    _replace(path, lambda tmp: tf.saved_model.save(module, tmp, signatures={"serving_default": serve}))
+    return path
+
+
+def export_tflite(predictor, path: str) -> str:
+    tf = _tf()
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = export_savedmodel(predictor, os.path.join(tmp, "savedmodel"))
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        flat = converter.convert()
+    _replace(path, lambda tmp: open(tmp, "wb").write(flat))
+    return path
+
+
+def export_onnx(predictor, path: str, opset: int = 17) -> str:
+    import tf2onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lite = export_tflite(predictor, os.path.join(tmp, "model.tflite"))
+        proto, _ = tf2onnx.convert.from_tflite(lite, opset=opset)
+    inp = proto.graph.input[0]
+    inp.type.tensor_type.shape.dim[0].dim_param = "batch"  # tf2onnx names it unk__N
+    _rename_io(proto, inp.name, INPUT_NAME)
+    _rename_io(proto, proto.graph.output[0].name, OUTPUT_NAME)
+    _replace(path, lambda tmp: open(tmp, "wb").write(proto.SerializeToString()))
+    return path
+
+
+def _rename_io(proto, old: str, new: str) -> None:
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        if vi.name == old:
+            vi.name = new
+    for node in proto.graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+
+
+def _replace(path: str, write) -> None:
+    """Write to a temporary sibling, then move into place: a failed export leaves no half file."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    ext = os.path.splitext(path)[1]
+    if ext:
+        tmp += ext  # keras insists on the .keras suffix
+    try:
+        write(tmp)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# -- Keras ------------------------------------------------------------------------------------------
+def keras_model(predictor):
+    """A Keras 3 functional model with the run's layers and weights (raw pixels in, probabilities out)."""
+    import keras
+
+    card, model = predictor.card, predictor.card.build_model()
+    builders = _keras_builders()
+    build = builders.get(type(model))
+    if build is None:
+        known = ", ".join(sorted(c.__name__ for c in builders))
+        raise ExportError(f"--format keras: no Keras layers for model {card.model!r} ({type(model).__name__}); "
+                          f"Keras export covers {known}. Use --format savedmodel or onnx")
+    L = keras.layers
+    inputs = keras.Input(shape=card.input_shape, dtype=card.input_dtype, name=INPUT_NAME)
+    x = L.Rescaling(1.0 / 255.0, name="rescale")(inputs) if card.input_scaling == "divide_by_255" else inputs
+    logits = build(L, model, x)
+    if card.output_activation == "sigmoid":  # one logit -> [1 - p, p], like Predictor.predict
+        p = L.Activation("sigmoid", name="sigmoid")(logits)
+        out = L.Concatenate(name=OUTPUT_NAME)([L.Rescaling(-1.0, offset=1.0, name="one_minus")(p), p])
+    else:
+        out = L.Activation("softmax", name=OUTPUT_NAME)(logits)
+    kmodel = keras.Model(inputs, out, name=card.model)
+    _copy_weights(kmodel, predictor.variables)
+    return kmodel
+
+
+def _copy_weights(kmodel, variables) -> None:
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    for layer in kmodel.layers:
+        if not layer.weights or layer.name not in params:
+            continue
+        p = params[layer.name]
+        if "scale" in p:  # BatchNormalization: gamma, beta, moving mean, moving variance
+            s = stats[layer.name]
+            layer.set_weights([np.asarray(p["scale"]), np.asarray(p["bias"]), np.asarray(s["mean"]),
+                               np.asarray(s["var"])])
+        else:
+            layer.set_weights([np.asarray(p["kernel"]), np.asarray(p["bias"])])
+
+
+def _conv(L, x, filters, name, padding="valid"):
+    return L.Conv2D(filters, 3, padding=padding, activation="relu", name=name)(x)
+
+
+def _keras_mnist_cnn(L, m, x):
+    for name, filters in (("conv1", 32), ("conv2", 64)):
+        x = L.MaxPooling2D(2)(_conv(L, x, filters, name))
+        x = L.Dropout(m.conv_dropout)(x) if m.conv_dropout else x
+    x = L.Dense(m.dense_units, activation="relu", name="dense1")(L.Flatten()(x))
+    x = L.Dropout(m.dense_dropout)(x) if m.dense_dropout else x
+    return L.Dense(m.num_classes, name="logits")(x)
+
+
+def _keras_mnist_simple(L, m, x):
+    x = L.MaxPooling2D(2)(_conv(L, x, 32, "conv1"))
+    x = L.Dense(m.dense_units, activation="relu", name="dense1")(L.Flatten()(x))
+    return L.Dense(m.num_classes, name="logits")(x)
+
+
+def _keras_mnist_cnn3(L, m, x):
+    x = L.MaxPooling2D(2)(_conv(L, x, 32, "conv1"))
+    x = L.MaxPooling2D(2)(_conv(L, x, 64, "conv2"))
+    x = _conv(L, x, 64, "conv3")
+    x = L.Dense(m.dense_units, activation="relu", name="dense1")(L.Flatten()(x))
+    return L.Dense(m.num_classes, name="logits")(x)
+
+
+def _keras_cifar10_mlp(L, m, x):
+    x = L.Flatten()(x)
+    for i, units in enumerate(m.hidden, start=1):
+        x = L.Dense(units, activation="relu", name=f"dense{i}")(x)
+    return L.Dense(m.num_classes, name="logits")(x)
+
+
+def _keras_cifar10_cnn(L, m, x):
+    for block, filters in ((1, 32), (2, 64)):
+        x = _conv(L, x, filters, f"conv{2 * block - 1}", padding="same")
+        x = L.MaxPooling2D(2)(_conv(L, x, filters, f"conv{2 * block}"))
+        x = L.Dropout(m.conv_dropout)(x) if m.conv_dropout else x
+    x = L.Dense(512, activation="relu", name="dense1")(L.Flatten()(x))
+    x = L.Dropout(m.dense_dropout)(x) if m.dense_dropout else x
+    return L.Dense(m.num_classes, name="logits")(x)
+
+
+def _keras_bn_cnn(L, m, x):
+    def bn(name):
+        return L.BatchNormalization(momentum=0.99, epsilon=1e-3, name=name)
+
+    for i, filters in ((1, 32), (2, 64)):
+        x = L.MaxPooling2D(2)(bn(f"bn{i}")(_conv(L, x, filters, f"conv{i}")))
+        x = L.Dropout(m.conv_dropout)(x) if m.conv_dropout else x
+    x = bn("bn3")(L.Dense(m.dense_units, activation="relu", name="dense1")(L.Flatten()(x)))
+    x = L.Dropout(m.dense_dropout)(x) if m.dense_dropout else x
+    return L.Dense(m.num_classes, name="logits")(x)
+
+
+def _keras_builders() -> dict:
+    """Model class -> Keras layer builder, for the registered models Keras has layers for."""
+    from jaxcnn.models import cnn
+
+    return {cnn.MnistCNN: _keras_mnist_cnn, cnn.SpectrogramCNN: _keras_mnist_cnn,
+            cnn.MnistSimpleCNN: _keras_mnist_simple, cnn.MnistCNN3: _keras_mnist_cnn3,
+            cnn.Cifar10MLP: _keras_cifar10_mlp, cnn.Cifar10CNN: _keras_cifar10_cnn, cnn.BnCNN: _keras_bn_cnn}
+
+
+def export_keras(predictor, path: str) -> str:
+    kmodel = keras_model(predictor)
+    _replace(path, lambda tmp: kmodel.save(tmp))
+    return path
+
+
+# -- export and check -------------------------------------------------------------------------------
+_EXPORTERS = {"savedmodel": export_savedmodel, "tflite": export_tflite, "onnx": export_onnx, "keras": export_keras}
+
+
+def export(predictor, fmt: str, path: str) -> str:
+    """Write `predictor`'s model in format `fmt` to `path`; returns the path."""
+    require(fmt)
+    return _EXPORTERS[fmt](predictor, path)
+
+
+def run_exported(fmt: str, path: str, images: np.ndarray) -> np.ndarray:
+    """The exported model's outputs for `images`, computed in the format's own runtime."""
+    require(fmt)
+    if fmt == "savedmodel":
+        tf = _tf()
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        return serve(**{INPUT_NAME: tf.constant(images)})[OUTPUT_NAME].numpy()
+    if fmt == "tflite":
+        tf = _tf()
+        interp = tf.lite.Interpreter(model_path=path)
+        inp = interp.get_input_details()[0]
+        interp.resize_tensor_input(inp["index"], images.shape)
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], images)
+        interp.invoke()
+        return interp.get_tensor(interp.get_output_details()[0]["index"])
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+    import keras
+
+    return np.asarray(keras.models.load_model(path).predict(images, verbose=0))
+
+
+def relative_error(got, want) -> float:
+    """max |got - want| / max |want|: the error measured against the outputs' scale."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30))
+
+
+def check_export(predictor, fmt: str, path: str, images: np.ndarray) -> float:
+    """Run the export on `images` in its runtime; raise ExportMismatchError beyond TOLERANCE[fmt]."""
+    images = predictor.check_images(images)
+    want = predictor.predict(images)
+    got = run_exported(fmt, path, images)
+    err = relative_error(got, want)
+    if not err <= TOLERANCE[fmt]:
+        raise ExportMismatchError(f"{path}: {fmt} outputs differ from jaxcnn's by {err:.3g} (relative; "
+                                  f"allowed {TOLERANCE[fmt]:g}) on {len(images)} images")
+    return err
