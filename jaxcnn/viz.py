@@ -105,6 +105,7 @@ def plot_errors(images, true_names, predicted_names, confidences, path: str, tit
         ax.axis("off")
         if i < n:
             img = np.asarray(images[i])
+            img = img[0] if img.ndim == 4 else img  # a clip: its first frame
             if img.ndim == 3 and img.shape[-1] in (1, 3):
                 ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
             ax.set_title(f"{true_names[i]} -> {predicted_names[i]}\n({confidences[i]:.2f})", fontsize=7)

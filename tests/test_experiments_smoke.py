@@ -28,6 +28,10 @@ def test_experiment_smoke(name, tmp_path, data_dir):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert json.load(open(tmp_path / "metrics.json"))["experiment"] == name
     assert metrics["road"] in ("device", "pipeline")
+    # What inference needs, and the evaluation report (jaxcnn.model_card, jaxcnn.report).
+    assert json.load(open(tmp_path / "model.json"))["model"] == config.model
+    assert sum(map(sum, metrics["confusion_matrix"])) == 32
+    assert os.path.getsize(tmp_path / "confusion.png") > 0 and os.path.getsize(tmp_path / "errors.png") > 0
     if config.augment not in (None, "", "none") and jax.default_backend() == "cpu":
         assert metrics["road"] == "pipeline"  # tf.data augmentation on CPU
     for extra in config.extras:
