@@ -28,6 +28,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -300,7 +301,9 @@ def run_exported(fmt: str, path: str, images: np.ndarray) -> np.ndarray:
         return serve(**{INPUT_NAME: tf.constant(images)})[OUTPUT_NAME].numpy()
     if fmt == "tflite":
         tf = _tf()
-        interp = tf.lite.Interpreter(model_path=path)
+        with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to ai_edge_litert
+            warnings.simplefilter("ignore", UserWarning)
+            interp = tf.lite.Interpreter(model_path=path)
         inp = interp.get_input_details()[0]
         interp.resize_tensor_input(inp["index"], images.shape)
         interp.allocate_tensors()

@@ -166,7 +166,7 @@ class Predictor:
         images, names, failed = [], [], []
         from jaxcnn._compat import tqdm
 
-        sources = list(iter_image_sources(paths))
+        sources = list(dict(iter_image_sources(paths)).items())  # a file named twice is read once
         if not sources:
             raise ImageError(f"no image files found in: {', '.join(paths)}")
         bar = tqdm(total=len(sources), desc="reading", unit="file", disable=not progress or len(sources) < 64)
