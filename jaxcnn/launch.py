@@ -8,6 +8,12 @@ Each process gets JAXCNN_COORDINATOR (localhost, a free port), JAXCNN_NUM_PROCES
 JAXCNN_PROCESS_ID, JAX_PLATFORMS=cpu and XLA_FLAGS with K fake CPU devices. Their output is
 streamed line by line, prefixed with `[i]`. If one process fails, the others are stopped and
 the launch returns its exit status.
+
+SIGTERM or SIGINT (Ctrl-C) to the launcher is forwarded to every process as SIGTERM, which makes
+a training run write a checkpoint and exit; the launcher waits for them up to `grace` seconds,
+kills what is left, and exits 128 + the signal (143 for SIGTERM). A second signal kills at once.
+On Linux each process also gets SIGTERM if the launcher itself dies (SIGKILL included), so no
+process outlives it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import subprocess
 import sys
 import threading
 import time
+
+DEFAULT_GRACE = 120.0  # seconds the processes get to write their checkpoints after a signal
 
 
 def free_port() -> int:
@@ -62,12 +70,53 @@ def _pump(stream, prefix: str, out) -> None:
     stream.close()
 
 
+class _Signals:
+    """SIGTERM/SIGINT handlers (main thread only) that record the signal instead of dying."""
+
+    def __init__(self):
+        self.received: list[int] = []
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(signum))
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _die_with_parent():  # pragma: no cover  (runs in the child, between fork and exec)
+    """The child gets SIGTERM when the launcher dies, however it dies (Linux prctl PR_SET_PDEATHSIG)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM, 0, 0, 0)
+
+
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl  # loaded before any fork
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
 def launch(args: list[str], processes: int, devices_per_process: int = 1, port: int | None = None,
-           timeout: float | None = None, out=None, env: dict | None = None) -> int:
+           timeout: float | None = None, out=None, env: dict | None = None,
+           grace: float = DEFAULT_GRACE) -> int:
     """Start `processes` local processes running `args`; 0 if all succeed, else the first failure's code.
 
     On a failure (non-zero exit) or `timeout` seconds, the remaining processes are terminated.
-    `env` is the base environment (default: this process's).
+    On SIGTERM/SIGINT every process gets SIGTERM and up to `grace` seconds to save and exit;
+    then the launch returns 128 + the signal number. `env` is the base environment (default:
+    this process's).
     """
     if processes < 1 or devices_per_process < 1:
         raise ValueError(f"need at least one process and one device each, got {processes} x {devices_per_process}")
@@ -76,43 +125,53 @@ def launch(args: list[str], processes: int, devices_per_process: int = 1, port: 
     cmd = command_for(args)
     procs = []
     threads = []
-    for i in range(processes):
-        p = subprocess.Popen(cmd, env=process_env(i, processes, devices_per_process, port, env),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                             start_new_session=True)
-        procs.append(p)
-        t = threading.Thread(target=_pump, args=(p.stdout, f"[{i}] ", out), daemon=True)
-        t.start()
-        threads.append(t)
-    deadline = None if timeout is None else time.monotonic() + timeout
     status = 0
-    try:
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                i, status = failed[0]
-                out.write(f"jaxcnn launch: process {i} exited with status {status}; stopping the others\n")
-                break
-            if all(c == 0 for c in codes):
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                out.write(f"jaxcnn launch: timed out after {timeout:.0f}s; stopping all processes\n")
-                status = 124
-                break
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        status = 130
-    finally:
-        _stop(procs)
-        for t in threads:
-            t.join(timeout=5)
-        out.flush()
+    with _Signals() as signals:
+        try:
+            for i in range(processes):
+                procs.append(subprocess.Popen(
+                    cmd, env=process_env(i, processes, devices_per_process, port, env), stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
+                    preexec_fn=_die_with_parent if _PRCTL is not None else None))
+            for i, p in enumerate(procs):  # after the forks: no thread of ours runs during one
+                t = threading.Thread(target=_pump, args=(p.stdout, f"[{i}] ", out), daemon=True)
+                t.start()
+                threads.append(t)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not signals.received:
+                codes = [p.poll() for p in procs]
+                failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+                if failed:
+                    i, status = failed[0]
+                    out.write(f"jaxcnn launch: process {i} exited with status {status}; stopping the others\n")
+                    break
+                if all(c == 0 for c in codes):
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    out.write(f"jaxcnn launch: timed out after {timeout:.0f}s; stopping all processes\n")
+                    status = 124
+                    break
+                time.sleep(0.1)
+        except KeyboardInterrupt:  # not the main thread: no handler of ours
+            signals.received.append(signal.SIGINT)
+        finally:
+            if signals.received:
+                signum = signals.received[0]
+                alive = sum(p.poll() is None for p in procs)
+                out.write(f"jaxcnn launch: {signal.Signals(signum).name}: sent SIGTERM to {alive} process(es); "
+                          f"waiting up to {grace:.0f}s for them to save and exit\n")
+                out.flush()
+                status = 128 + signum
+            _stop(procs, grace if signals.received else 5.0, out=out, hurry=lambda: len(signals.received) > 1)
+            for t in threads:
+                t.join(timeout=5)
+            out.flush()
     return status
 
 
-def _stop(procs, grace: float = 5.0) -> None:
-    """SIGTERM each still-running process group, then SIGKILL what is left after `grace` seconds."""
+def _stop(procs, grace: float = 5.0, out=None, hurry=lambda: False) -> None:
+    """SIGTERM each still-running process group, then SIGKILL what is left after `grace` seconds
+    (at once when `hurry()` turns true: a second signal)."""
     alive = [p for p in procs if p.poll() is None]
     for p in alive:
         try:
@@ -120,12 +179,15 @@ def _stop(procs, grace: float = 5.0) -> None:
         except ProcessLookupError:
             pass
     end = time.monotonic() + grace
-    for p in alive:
-        try:
-            p.wait(timeout=max(0.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
+    while any(p.poll() is None for p in alive) and time.monotonic() < end and not hurry():
+        time.sleep(0.05)
+    for i, p in enumerate(procs):
+        if p in alive and p.poll() is None:
+            if out is not None:
+                out.write(f"jaxcnn launch: process {i} did not exit within {grace:.0f}s; killing it\n")
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if p in alive:
             p.wait()
