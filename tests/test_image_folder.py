@@ -193,3 +193,59 @@ def test_real_cifar10_archive(data_dir, persistent_cache):
     np.testing.assert_array_equal(np.bincount(ds.y_train), [5000] * 10)
     np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
     assert 100 < ds.x_test.mean() < 140 and ds.x_test.std() > 50  # real photos, not blanks
+
+
+# -- color mode, empty classes, warnings from the cache ------------------------------------------------
+def _mixed_tree(root):
+    """train/test with a grayscale PNG first (sorted), then RGB and RGBA ones, in two classes."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            d = os.path.join(root, split, c)
+            os.makedirs(d)
+            for i, ch in enumerate((1, 3, 4)):
+                img = rng.integers(0, 256, (6, 5, ch), dtype=np.uint8)
+                with open(os.path.join(d, f"{i}.png"), "wb") as f:
+                    f.write(tf.io.encode_png(img).numpy())
+
+
+@pytest.mark.parametrize("color_mode", ["rgb", "grayscale", "rgba", None])
+def test_color_mode_sets_the_channels_of_every_image_as_keras_does(tmp_path, color_mode):
+    keras = pytest.importorskip("keras")
+    _mixed_tree(tmp_path / "data")
+    kwargs = {} if color_mode is None else {"color_mode": color_mode}  # None: the default, rgb
+    ds = load_image_folder(str(tmp_path / "data"), use_cache=False, **kwargs)
+    want = keras.utils.image_dataset_from_directory(
+        str(tmp_path / "data" / "train"), image_size=(6, 5), shuffle=False, batch_size=None, **kwargs)
+    x = np.stack([np.asarray(img) for img, _ in want])
+    y = np.array([int(label) for _, label in want])
+    assert ds.x_train.shape == x.shape and x.shape[-1] == {"grayscale": 1, "rgba": 4}.get(color_mode, 3)
+    np.testing.assert_array_equal(ds.x_train, np.round(x).astype(np.uint8))
+    np.testing.assert_array_equal(ds.y_train, y)
+    assert ds.x_test.shape[-1] == x.shape[-1]
+    with pytest.raises(ValueError, match="color_mode"):
+        load_image_folder(str(tmp_path / "data"), color_mode="cmyk", use_cache=False)
+
+
+def test_an_empty_class_folder_warns_or_raises(tmp_path):
+    _write_tree(tmp_path / "data", corrupt=False)
+    os.remove(tmp_path / "data" / "train" / "ant" / "notes.txt")
+    for f in os.listdir(tmp_path / "data" / "test" / "moth"):
+        os.remove(tmp_path / "data" / "test" / "moth" / f)
+    with pytest.warns(UserWarning, match=r"no images of class\(es\) 'moth' in the test split"):
+        ds = load_image_folder(str(tmp_path / "data"), use_cache=False)
+    assert ds.class_names == ("ant", "moth", "zebra") and 1 not in ds.y_test
+    with pytest.raises(DataError, match=r"'moth' in the test split"):
+        load_image_folder(str(tmp_path / "data"), use_cache=False, on_error="raise")
+
+
+def test_the_skip_warning_repeats_on_a_cached_reload(tmp_path):
+    _write_tree(tmp_path / "data")
+    cache = str(tmp_path / "cache")
+    for _ in range(2):  # decoded, then from the .npz cache
+        with pytest.warns(UserWarning) as record:
+            ds = load_image_folder(str(tmp_path / "data"), cache_dir=cache)
+        messages = " ".join(str(w.message) for w in record)
+        assert "skipped 1 file(s)" in messages and "broken.jpg" in messages, messages
+        assert "ignored 1 file(s) without an image extension" in messages
+    assert os.listdir(os.path.join(cache, "arrays")) and ds.x_train.shape[0] == 3 * 3

@@ -8,13 +8,16 @@
   while reading them from the .tar.gz takes seconds.
 - Images are decoded with TensorFlow (`tf.io.decode_image`: JPEG, PNG, GIF, BMP), optionally
   resized (`tf.image.resize`, bilinear, rounded to uint8), in a parallel tf.data pipeline.
+  Channels follow `color_mode`, as in Keras' `image_dataset_from_directory`: "rgb" (default, 3),
+  "grayscale" (1) or "rgba" (4); every image is converted, whatever its own mode.
 - Class names are the sorted folder names of the train split; `classes=` keeps a subset, labelled
   in the order given (`classes=("cat", "dog")` -> 0, 1).
 - Files that cannot be decoded are skipped with one warning (`on_error="skip"`) or reported by
-  name (`on_error="raise"`); files without an image extension are ignored (one warning).
+  name (`on_error="raise"`); files without an image extension are ignored (one warning); a class
+  with no images in a split (an empty folder) warns, or is an error with `on_error="raise"`.
 - The decoded arrays are cached as an uncompressed .npz in the cache folder, keyed by the source
   (archive size and mtime, or the folder's file list) and the options: later loads take about a
-  second and never touch the archive.
+  second and never touch the archive, and repeat the warnings of the load that made the cache.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ CACHE_DIR_ENV = "JAXCNN_CACHE_DIR"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing", "val", "validation")}
 _COMPLETE = ".jaxcnn-extracted"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: channels from color_mode, warnings kept with the arrays
+COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -184,10 +188,13 @@ except ImportError:  # pragma: no cover
 
 
 def decode_images(sources: Sequence, image_size: tuple[int, int] | None = None,
-                  channels: int | None = None, on_error: str = "skip", names: Sequence[str] | None = None):
+                  channels: int | None = None, on_error: str = "skip", names: Sequence[str] | None = None,
+                  notes: list | None = None):
     """Decode (and resize) images with TF into one uint8 NHWC array.
 
     `sources` are file paths, or the encoded bytes (then `names` label them in messages).
+    `channels` (1, 3 or 4) converts every image; None takes the first image's (1 or 3).
+    The skip warning is appended to `notes` when given, else issued.
     Returns `(images, kept, shapes)`: `kept` are the indices of the sources that decoded,
     `shapes` their original (height, width). Without `image_size`, images are resized to the
     first one's size and the caller checks `shapes`.
@@ -236,8 +243,11 @@ def decode_images(sources: Sequence, image_size: tuple[int, int] | None = None,
         raise DataError(f"{len(failed)} file(s) could not be decoded as images: {listed}"
                         + (" ..." if len(failed) > 5 else ""))
     if len(failed):
-        warnings.warn(f"skipped {len(failed)} file(s) that could not be decoded as images "
-                      f"(first: {names[failed[0]]})", stacklevel=3)
+        msg = f"skipped {len(failed)} file(s) that could not be decoded as images (first: {names[failed[0]]})"
+        if notes is None:
+            warnings.warn(msg, stacklevel=3)
+        else:
+            notes.append(msg)
     return images, kept, shapes
 
 
@@ -267,11 +277,15 @@ def _load_npz(npz_path: str, name: str) -> Dataset | None:
         return None
     try:
         with np.load(npz_path, allow_pickle=False) as z:
-            return Dataset(name, z["x_train"], z["y_train"], z["x_test"], z["y_test"],
-                           tuple(str(c) for c in z["class_names"]))
+            ds = Dataset(name, z["x_train"], z["y_train"], z["x_test"], z["y_test"],
+                         tuple(str(c) for c in z["class_names"]))
+            notes = [str(n) for n in z["warnings"]]
     except (OSError, ValueError, KeyError):
         os.remove(npz_path)  # a damaged cache file: decode again
         return None
+    for msg in notes:  # the cache holds the arrays of a load that warned: so does this one
+        warnings.warn(f"{msg} (cached: {npz_path})", stacklevel=3)
+    return ds
 
 
 def _select_classes(ds: Dataset, classes: Sequence[str]) -> Dataset:
@@ -286,16 +300,29 @@ def _select_classes(ds: Dataset, classes: Sequence[str]) -> Dataset:
 
 
 def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = None,
-                      classes: Sequence[str] | None = None, channels: int | None = None,
-                      on_error: str = "skip", cache_dir: str | None = None, use_cache: bool = True,
-                      extract: bool = False, name: str | None = None) -> Dataset:
+                      classes: Sequence[str] | None = None, color_mode: str | None = None,
+                      channels: int | None = None, on_error: str = "skip", cache_dir: str | None = None,
+                      use_cache: bool = True, extract: bool = False, name: str | None = None) -> Dataset:
     """A `split/class/image` tree (folder, or .tar/.tar.gz/.tgz of one) as a Dataset of uint8 NHWC.
 
     `image_size` (int or (height, width)) resizes every image; without it all images must share
-    one size. `classes` keeps those classes, labelled 0.. in the order given. `channels` forces
-    1 or 3 channels (default: those of the first image, RGBA -> RGB). `extract=True` extracts an
-    archive once into the cache instead of streaming it. `use_cache=False` skips the .npz cache.
+    one size. `classes` keeps those classes, labelled 0.. in the order given. `color_mode`
+    ("rgb" by default, "grayscale", "rgba", as Keras) sets the channels (3, 1, 4) and converts
+    every image to it; `channels=1|3|4` says the same. `extract=True` extracts an archive once
+    into the cache instead of streaming it. `use_cache=False` skips the .npz cache.
+    `on_error="raise"` turns undecodable files and empty classes into errors (default: warnings).
     """
+    by_channels = {v: k for k, v in COLOR_MODES.items()}
+    if channels is not None and channels not in by_channels:
+        raise ValueError(f"channels must be 1, 3 or 4, got {channels!r}")
+    if color_mode is not None and color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be one of {', '.join(COLOR_MODES)}, got {color_mode!r}")
+    if channels is not None and color_mode is not None and COLOR_MODES[color_mode] != channels:
+        raise ValueError(f"color_mode={color_mode!r} has {COLOR_MODES[color_mode]} channels, not {channels}")
+    color_mode = color_mode or (by_channels[channels] if channels is not None else "rgb")
+    channels = COLOR_MODES[color_mode]
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     path = os.path.expanduser(path)
     if not os.path.exists(path):
         raise DataError(f"{path}: image folder or archive not found")
@@ -313,7 +340,7 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
 
         def npz_for(subset):
             options = dict(v=_CACHE_VERSION, image_size=image_size, classes=list(subset) if subset else None,
-                           channels=channels, on_error=on_error)
+                           color_mode=color_mode, on_error=on_error)
             key = hashlib.sha256((src + json.dumps(options, sort_keys=True)).encode()).hexdigest()[:16]
             return os.path.join(cache_root(cache_dir), "arrays", f"{name}-{key}.npz")
 
@@ -348,13 +375,13 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
         class_names = all_classes
     label_of = {c: i for i, c in enumerate(class_names)}
 
-    arrays, resize = {}, image_size is not None
+    arrays, resize, notes = {}, image_size is not None, []
     for split in ("train", "test"):
         entries = [(n, s, label_of[c]) for c in class_names for n, s in tree[split].get(c, [])]
         if not entries:
             raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in the {split} split")
         names, sources, labels = zip(*entries)
-        images, kept, shapes = decode_images(sources, image_size, channels, on_error, names)
+        images, kept, shapes = decode_images(sources, image_size, channels, on_error, names, notes)
         if not resize:
             want = images.shape[1:3]
             bad = np.nonzero(np.any(shapes != np.asarray(want), axis=1))[0]
@@ -362,18 +389,26 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
                 raise DataError(f"{names[kept[bad[0]]]}: image size {tuple(shapes[bad[0]])} differs from "
                                 f"{tuple(want)}; pass image_size= to resize")
             image_size = tuple(int(s) for s in want)
-        channels = channels or images.shape[-1]
         y = np.asarray(labels, np.int32)[kept]
         check_arrays(images, y, len(class_names), f"{path} ({split})")
+        empty = [c for c in class_names if not np.any(y == label_of[c])]
+        if empty:
+            msg = (f"{path}: no images of class(es) {', '.join(map(repr, empty))} in the {split} split "
+                   "(empty or missing folder, or every file skipped)")
+            if on_error == "raise":
+                raise DataError(msg)
+            notes.append(msg)
         arrays[split] = (images, y)
     if ignored:
-        warnings.warn(f"{path}: ignored {ignored} file(s) without an image extension", stacklevel=2)
+        notes.append(f"{path}: ignored {ignored} file(s) without an image extension")
+    for msg in notes:
+        warnings.warn(msg, stacklevel=2)
     ds = Dataset(name, *arrays["train"], *arrays["test"], class_names=tuple(class_names))
     if npz_path:
         os.makedirs(os.path.dirname(npz_path), exist_ok=True)
         tmp = f"{npz_path}.tmp-{os.getpid()}.npz"
         np.savez(tmp, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
-                 class_names=np.asarray(ds.class_names))
+                 class_names=np.asarray(ds.class_names), warnings=np.asarray(notes, dtype=str))
         os.replace(tmp, npz_path)
     return ds
 
