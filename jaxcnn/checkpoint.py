@@ -20,8 +20,14 @@ Two kinds of files:
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -53,7 +59,24 @@ class CheckpointFormatError(CheckpointError):
 
 
 class CheckpointCorruptError(CheckpointError):
-    """No readable checkpoint is left (every candidate was truncated or incomplete)."""
+    """A checkpoint's bytes are damaged (a checksum mismatch, a file truncated or missing), or,
+    from `restore_latest`, no intact checkpoint is left."""
+
+
+class CheckpointIOError(CheckpointError, OSError):
+    """Reading or writing a checkpoint failed for a reason outside it (permission denied, a missing
+    mount, a full disk): nothing is moved or deleted; fix the cause and rerun.
+
+    `filename` is the path, `errno` / `strerror` the operating system's error.
+    """
+
+    def __init__(self, message: str, path: str | None = None, os_errno: int | None = None,
+                 strerror: str | None = None):
+        super().__init__(message)
+        self.filename, self.errno, self.strerror = path, os_errno, strerror
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class Preempted(Exception):
@@ -139,6 +162,203 @@ def _check_tree(where: str, saved: dict, expected: dict, what: str, hint: str = 
                                       f"({len(diffs)} differences):\n" + "\n".join(diffs) + hint)
 
 
+# -- checksums, I/O errors and the log file ---------------------------------------------------------
+CHECKSUMS_FILE = "jaxcnn_checksums.json"  # in each step's folder: sha256 of every other file in it
+LOG_FILE = "checkpoint.log"  # in the checkpoint folder: details (tracebacks, Orbax's messages)
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
+# Orbax's commit bookkeeping in a step's folder, rewritten as the folder is renamed (timestamps):
+# not covered. Everything the restore reads (state/, loop/, metrics/) is.
+_UNCHECKED = (CHECKSUMS_FILE, "_CHECKPOINT_METADATA", "commit_success.txt")
+# How TensorStore / Orbax spell an operating-system error that is not the checkpoint's fault.
+_IO_PATTERN = re.compile(r"PERMISSION_DENIED|Permission denied|No space left|Disk quota|File too large|"
+                         r"Read-only file system|Input/output error|RESOURCE_EXHAUSTED|\[OS error \d+")
+_OS_ERROR = re.compile(r"os_error_code='(\d+)'|\[OS error (\d+)|\[Errno (\d+)\]")
+_TS_PATH = re.compile(r'"(/[^"]+)"')
+
+
+class _Corrupt(Exception):
+    """This checkpoint's bytes are not what was written (internal: restore_latest falls back)."""
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _raise(e: OSError):
+    raise e
+
+
+def file_checksums(root: str) -> dict[str, str]:
+    """`{relative path: sha256}` of every file under `root` but the checksum record and Orbax's
+    commit bookkeeping at its top.
+
+    Reads every byte, so an unreadable file raises its OSError here, before any restore starts.
+    """
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if rel not in _UNCHECKED:
+                out[rel] = _sha256(path)
+    return out
+
+
+def _record_digest(files: dict) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def write_checksums(root: str) -> None:
+    """Write `root/jaxcnn_checksums.json`: the sha256 of every file under `root`."""
+    files = file_checksums(root)
+    record = {"algorithm": "sha256", "files": files, "record_sha256": _record_digest(files)}
+    with open(os.path.join(root, CHECKSUMS_FILE), "w") as f:
+        json.dump(record, f, indent=0, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _what(rel: str) -> str:
+    """What a file in a step's folder holds, for messages."""
+    if rel.startswith("state/") and "/d/" in rel:
+        return "array data"
+    if rel.startswith("state/"):
+        return "array metadata"
+    if rel.startswith("loop/"):
+        return "loop state"
+    return "checkpoint metadata"
+
+
+def verify_checksums(root: str) -> bool:
+    """Check every file of a step's folder against its checksum record.
+
+    Returns False when there is no record (a checkpoint from an older jaxcnn). Raises OSError when
+    a file cannot be read and `_Corrupt` (naming the file) when one is missing or differs.
+    """
+    digests = file_checksums(root)
+    path = os.path.join(root, CHECKSUMS_FILE)
+    if not os.path.exists(path):
+        return False
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        record = json.loads(raw)
+        files = record["files"]
+        ok = _record_digest(files) == record["record_sha256"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise _Corrupt(f"its checksum record {CHECKSUMS_FILE} is damaged")
+    for rel, digest in sorted(files.items()):
+        if rel not in digests:
+            raise _Corrupt(f"{rel} ({_what(rel)}) is missing")
+        if digests[rel] != digest:
+            raise _Corrupt(f"{rel} ({_what(rel)}) does not match its checksum")
+    return True
+
+
+def _io_error(e: BaseException, action: str, where: str) -> CheckpointIOError | None:
+    """A CheckpointIOError (one line: path, OS error) if `e` is an operating-system error, else None."""
+    if isinstance(e, CheckpointIOError):
+        return e
+    if isinstance(e, OSError) and e.errno is not None:
+        path = e.filename or where
+        return CheckpointIOError(f"{path}: cannot {action}: {e.strerror or os.strerror(e.errno)}",
+                                 path, e.errno, e.strerror)
+    text = " ".join(str(x) for x in _chain(e))
+    if not _IO_PATTERN.search(text):
+        return None
+    m = _OS_ERROR.search(text)
+    code = int(next(g for g in m.groups() if g)) if m else None
+    reason = os.strerror(code) if code else next(
+        (p for p in ("Permission denied", "No space left on device", "File too large", "Disk quota exceeded",
+                     "Read-only file system", "Input/output error") if p in text), "I/O error")
+    paths = _TS_PATH.findall(text)  # TensorStore names the database, then the file
+    path = paths[-1] if paths else where
+    return CheckpointIOError(f"{path}: cannot {action}: {reason}", path, code, reason)
+
+
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+class _DetailLog:
+    """Sends Orbax's log records, and tracebacks Python would print as 'Exception ignored in ...'
+    (TensorStore coroutines of a failed read), to `LOG_FILE` instead of the screen."""
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, LOG_FILE)
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        if jax.process_index() != 0:
+            return
+        with self._lock:
+            try:
+                with open(self.path, "a") as f:
+                    f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text.rstrip()}\n")
+            except OSError:
+                pass  # the details are lost, the one-line message on the screen is not
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """A logging filter: Orbax's records go to the file, others pass."""
+        if "orbax" not in record.pathname:
+            return True
+        if record.levelno >= logging.WARNING:
+            msg = record.getMessage()
+            if record.exc_info:
+                import traceback
+
+                msg += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            self.write(f"{record.levelname} {msg}")
+        return False
+
+    @contextlib.contextmanager
+    def capturing(self):
+        """Reports of this block's failures (TensorStore coroutines of a failed read) go to the file."""
+        global _detail_log
+        _detail_log = self
+        try:
+            yield self
+        finally:
+            gc.collect()  # the coroutines of a failed read are collected (and reported) here
+
+
+_detail_log: _DetailLog | None = None  # where the newest manager sends details
+_previous_unraisablehook = None
+
+
+def _unraisable(u) -> None:
+    """`sys.unraisablehook`: TensorStore's and asyncio's reports (callbacks of a failed read or
+    write, into an event loop Orbax has closed) go to the newest manager's log file; any other
+    goes to the previous hook."""
+    import traceback
+
+    text = "".join(traceback.format_exception(u.exc_type, u.exc_value, u.exc_traceback))
+    if _detail_log is not None and any(k in text for k in ("asyncio", "tensorstore", "orbax")):
+        _detail_log.write(f"Exception ignored in {u.object!r}:\n{text}")
+    else:
+        (_previous_unraisablehook or sys.__unraisablehook__)(u)
+
+
+def _route_details(log: _DetailLog) -> None:
+    """Send Orbax's log records and TensorStore's stray tracebacks to `log` from now on."""
+    global _detail_log, _previous_unraisablehook
+    _detail_log = log
+    if sys.unraisablehook is not _unraisable:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _unraisable
+
+
 # -- the manager -----------------------------------------------------------------------------------
 def state_tree(state) -> dict:
     """The parts of a TrainState that a checkpoint holds (apply_fn and tx are code, not data)."""
@@ -179,13 +399,26 @@ class CheckpointManager:
             best_fn = lambda m: float(m[best_metric])  # noqa: E731
             policies.append(cm.BestN(get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
                                      keep_checkpoints_without_metrics=False))
+        self.async_save = async_save
+        self._saving: int | None = None  # the step whose save is in flight
+        self.log = _DetailLog(self.directory)
+        logging.getLogger("absl").addFilter(self.log)  # Orbax's messages go to the log file
+        _route_details(self.log)
+        # Orbax saves in a background thread even when `async_save` is off (then `save` waits):
+        # its post-finalization callback runs when every file is written, before the folder is
+        # renamed to `<step>`, so the checksum record is part of the atomic commit.
         options = ocp.CheckpointManagerOptions(
-            enable_async_checkpointing=async_save, cleanup_tmp_directories=create, create=create,
+            enable_async_checkpointing=True, cleanup_tmp_directories=create, create=create,
             read_only=not create, best_fn=best_fn, best_mode=best_mode,
-            preservation_policy=cm.AnyPreservationPolicy(policies))
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=options,
-            item_handlers={"state": ocp.StandardCheckpointHandler(), "loop": ocp.JsonCheckpointHandler()})
+            preservation_policy=cm.AnyPreservationPolicy(policies),
+            async_options=ocp.AsyncOptions(post_finalization_callback=self._record_checksums))
+        try:
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(), "loop": ocp.JsonCheckpointHandler()})
+        except Exception as e:
+            logging.getLogger("absl").removeFilter(self.log)
+            raise _io_error(e, "open checkpoint directory", self.directory) or e
 
     # queries
     def all_steps(self) -> list[int]:
@@ -203,21 +436,59 @@ class CheckpointManager:
 
     # writing
     def save(self, step: int, state, loop: dict, metrics: dict | None = None) -> None:
-        """Start saving `state` (a TrainState) and `loop` (JSON-able) as checkpoint `step`."""
+        """Start saving `state` (a TrainState) and `loop` (JSON-able) as checkpoint `step`.
+
+        A write failure (disk full, permission) raises CheckpointIOError naming the path, here or
+        from the next `save` / `wait`; the checkpoints already on disk are left as they are.
+        """
         ocp = _ocp()
         loop = {"jaxcnn_format": FORMAT_VERSION, **loop}
         if metrics is not None and self.best_metric and self.best_metric not in metrics:
             metrics = None
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree(state)),
-                                                         loop=ocp.args.JsonSave(loop)),
-                           metrics=metrics, force=True)
+        self.wait()  # a failure of the previous save is reported as that save's
+        self._saving = step
+        with self._write_errors(step):
+            self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree(state)),
+                                                             loop=ocp.args.JsonSave(loop)),
+                               metrics=metrics, force=True)
+        if not self.async_save:
+            self.wait()
+
+    def _record_checksums(self) -> None:
+        """Orbax's post-finalization callback (process 0, all files written, not yet renamed)."""
+        step = self._saving
+        if step is None:
+            return
+        tmp = self._step_dir(step) + _TMP_SUFFIX
+        write_checksums(tmp if os.path.isdir(tmp) else self._step_dir(step))
+
+    @contextlib.contextmanager
+    def _write_errors(self, step: int | None):
+        try:
+            yield
+        except Exception as e:
+            where = self._step_dir(step) if step is not None else self.directory
+            err = _io_error(e, "write checkpoint" + ("" if step is None else f" step {step}"), where)
+            if err is None:
+                raise
+            import traceback
+
+            self.log.write(f"saving step {step} failed:\n" + "".join(traceback.format_exception(e)))
+            self._saving = None
+            raise err from None
 
     def wait(self) -> None:
-        """Block until every started save is on disk (committed)."""
-        self._manager.wait_until_finished()
+        """Block until every started save is on disk (committed); CheckpointIOError if one failed."""
+        with self._write_errors(self._saving):
+            self._manager.wait_until_finished()
+        self._saving = None
 
     def close(self) -> None:
-        self._manager.close()
+        try:
+            with self._write_errors(self._saving):
+                self._manager.close()
+        finally:
+            logging.getLogger("absl").removeFilter(self.log)
 
     # reading
     def _step_dir(self, step: int) -> str:
@@ -266,6 +537,7 @@ class CheckpointManager:
     def restore_weights(self, step: int, like: dict) -> dict:
         """`{"params", "batch_stats"}` of `step` only (any optimizer), shaped like `like`."""
         ocp = _ocp()
+        self.verify(step)
         saved = self.saved_shapes(step)
         _check_tree(self._step_dir(step),
                     {k: v for k, v in saved.items() if k.split("/")[0] in ("params", "batch_stats")},
@@ -290,33 +562,68 @@ class CheckpointManager:
         self._manager.reload()
         return dest
 
-    def restore_latest(self, state) -> tuple[Any, dict] | None:
-        """The newest readable checkpoint as `(state, loop)`, or None when there is none.
+    def verify(self, step: int) -> bool:
+        """Check checkpoint `step`'s files against the checksums written with it.
 
-        An unreadable one (truncated, a piece missing) is reported, moved to `corrupt/`, and the
-        previous one is tried. A tree mismatch or a newer format is an error, not a fallback.
+        False when it has no checksum record (written by an older jaxcnn). Raises
+        CheckpointCorruptError naming the file that is missing or differs, and CheckpointIOError
+        (path and OS error) when a file cannot be read at all.
         """
-        steps = sorted(self.all_steps(), reverse=True)
+        where = self._step_dir(step)
+        try:
+            return verify_checksums(where)
+        except _Corrupt as e:
+            raise CheckpointCorruptError(f"{where}: checkpoint step {step} is corrupt: {e}") from None
+        except OSError as e:
+            raise (_io_error(e, "read checkpoint", where) or e) from None
+
+    def restore_latest(self, state) -> tuple[Any, dict] | None:
+        """The newest intact checkpoint as `(state, loop)`, or None when there is none.
+
+        Each candidate's files are checked against its checksums first. A damaged one (a checksum
+        mismatch, a file truncated or missing, unreadable content) is reported in one line, moved
+        to `corrupt/`, and the previous one is tried. An operating-system error (permission
+        denied, I/O error) is not damage: it raises CheckpointIOError and nothing is moved. A tree
+        mismatch or a newer format is an error too, not a fallback. Details go to `checkpoint.log`.
+        """
+        try:
+            steps = sorted(self.all_steps(), reverse=True)
+        except Exception as e:
+            raise _io_error(e, "read checkpoint", self.directory) or e
         bad = []
         for step in steps:
-            try:
-                restored = self.restore(step, state)
-            except (CheckpointMismatchError, CheckpointFormatError):
-                raise
-            except Exception as e:  # noqa: BLE001  (any read failure means: this one is unusable)
-                msg = (str(e).strip().splitlines() or [""])[0].split(" [tensorstore_spec")[0][:300]
-                dest = self.quarantine(step)
-                bad.append(step)
-                _log(f"checkpoint {self._step_dir(step)} is unreadable ({type(e).__name__}: {msg}); "
-                     f"moved to {dest}; trying the previous one")
-                continue
-            if bad:
-                _log(f"resuming from step {step}, the newest readable checkpoint "
-                     f"(skipped unreadable step(s) {', '.join(map(str, bad))})")
-            return restored
+            with self.log.capturing():
+                try:
+                    verified = verify_checksums(self._step_dir(step))  # OSError: not damage
+                    restored = self.restore(step, state)
+                except (CheckpointMismatchError, CheckpointFormatError, CheckpointIOError):
+                    raise
+                except _Corrupt as e:
+                    reason = str(e)
+                except Exception as e:  # noqa: BLE001  (any other read failure: this one is unusable)
+                    err = _io_error(e, "read checkpoint", self._step_dir(step))
+                    if err is not None:
+                        raise err from None
+                    import traceback
+
+                    self.log.write(f"restoring step {step} failed:\n" + "".join(traceback.format_exception(e)))
+                    msg = (str(e).strip().splitlines() or [""])[0].split(" [tensorstore_spec")[0][:200]
+                    reason = f"unreadable ({type(e).__name__}: {msg})"
+                else:
+                    if not verified:
+                        _log(f"checkpoint {self._step_dir(step)} has no checksums (written by an older "
+                             "jaxcnn): restored without verifying its bytes")
+                    if bad:
+                        _log(f"resuming from step {step}, the newest intact checkpoint "
+                             f"(skipped damaged step(s) {', '.join(map(str, bad))})")
+                    return restored
+            dest = self.quarantine(step)
+            bad.append(step)
+            _log(f"checkpoint step {step} is corrupt: {reason}; moved {self._step_dir(step)} to {dest}; "
+                 "trying the previous one")
         if bad:
             raise CheckpointCorruptError(
-                f"{self.directory}: no readable checkpoint (unreadable steps {bad} were moved to "
+                f"{self.directory}: no intact checkpoint (damaged steps {bad} were moved to "
                 f"{os.path.join(self.directory, 'corrupt')}); rerun to start from scratch")
         return None
 
@@ -432,7 +739,7 @@ def _epoch_sums_json(sums):
 class CheckpointCallback:
     """Saves the whole run every `every_n_steps` (global) steps and/or at each epoch end; resumes it.
 
-    On `on_train_begin` (with `resume=True`) the newest readable checkpoint in `directory` is
+    On `on_train_begin` (with `resume=True`) the newest intact checkpoint in `directory` is
     restored into the trainer: state, history, epoch, position in the epoch and the epoch's
     metric sums, so `fit` continues with the same data order as an uninterrupted run.
     SIGTERM (preemption) makes the next step end save, wait for the write, and raise `Preempted`.

@@ -1,6 +1,7 @@
 """A small checkpointed training run for tests/test_checkpoint.py, in-process or as a subprocess.
 
     python tests/ckpt_worker.py WORKDIR [--step-sleep S] [--hang-in-save STEP] [--backend tf]
+                                        [--epochs N] [--file-size-limit BYTES]
 
 N2 (SPEC: MNIST CNN with dropout, so the rng matters) on the first 256 MNIST training images,
 batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end.
@@ -108,14 +109,25 @@ if __name__ == "__main__":
     p.add_argument("--backend", default="numpy")
     p.add_argument("--step-sleep", type=float, default=0.0)
     p.add_argument("--hang-in-save", type=int)
+    p.add_argument("--epochs", type=int, default=EPOCHS)
+    p.add_argument("--file-size-limit", type=int, help="RLIMIT_FSIZE: a bigger write fails (EFBIG)")
     args = p.parse_args()
+    if args.file_size_limit:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (args.file_size_limit, args.file_size_limit))
     if args.hang_in_save is not None:
         _hang_in_save(args.hang_in_save)
-    from jaxcnn.checkpoint import Preempted
+    from jaxcnn.checkpoint import CheckpointError, Preempted
 
     try:
-        run(args.workdir, args.backend, args.step_sleep)
+        run(args.workdir, args.backend, args.step_sleep, epochs=args.epochs)
     except Preempted as e:
         print(f"PREEMPTED {e}", flush=True)
         sys.exit(e.exit_code)
+    except CheckpointError as e:  # the CLI prints such errors as one line too
+        print(f"ERROR {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     print("DONE", flush=True)
