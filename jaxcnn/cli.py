@@ -118,7 +118,9 @@ def _add_tools(sub) -> None:
     p.set_defaults(fn=_cmd_augment_preview)
     # Listed here for --help; main() hands its arguments to the converter's own parser.
     sub.add_parser("convert-weights", add_help=False,
-                   help="Keras HDF5 weights (VGG16, ResNet50) -> an Orbax checkpoint of Flax params")
+                   help="Keras weights into a registered model -> an Orbax checkpoint of Flax variables")
+    sub.add_parser("import-keras", add_help=False,
+                   help="a whole Keras model (.keras, full .h5) -> a Flax module spec + variables")
 
 
 def _user_errors(fn):
@@ -304,6 +306,10 @@ def main(argv=None) -> int:
         from jaxcnn.weights.keras_h5 import main_convert
 
         return main_convert(argv[1:])
+    if argv[:1] == ["import-keras"]:
+        from jaxcnn.weights.keras_model import main_import
+
+        return main_import(argv[1:])
     args = build_parser().parse_args(argv)
     return args.fn(args)
 

@@ -77,11 +77,32 @@ def _read_keras2(group) -> dict[str, list[tuple[str | None, np.ndarray]]]:
     layers: dict[str, list] = {}
     for lname in (_decode(n) for n in group.attrs["layer_names"]):
         g = group[lname]
-        for wname in (_decode(n) for n in g.attrs.get("weight_names", [])):
-            # A nested model's group ("vgg16") holds its sublayers' weights ("block1_conv1/kernel:0").
-            owner = wname.split("/")[-2] if "/" in wname else lname
-            layers.setdefault(owner, []).append((_role(wname, owner), np.asarray(g[wname])))
-    return layers
+        wnames = [_decode(n) for n in g.attrs.get("weight_names", [])]
+        scopes = {w.split("/")[0] for w in wnames if "/" in w}
+        nested = len(scopes) > 1 or (len(scopes) == 1 and _unsuffixed(next(iter(scopes))) != _unsuffixed(lname))
+        for wname in wnames:
+            # A nested model's group ("vgg16") holds its sublayers' weights ("block1_conv1/kernel:0");
+            # a layer's own group may carry a uniquified scope ("block1_conv1_1/kernel:0") or a
+            # cell's ("lstm/lstm_cell/kernel:0"): the group name is the layer's.
+            owner = wname.split("/")[0] if nested and "/" in wname else lname
+            layers.setdefault(owner, []).append((_role(wname, wname.split("/")[-2] if "/" in wname else owner),
+                                                 np.asarray(g[wname])))
+    return _unsuffix_scopes(layers)
+
+
+def _unsuffixed(name: str) -> str:
+    return re.sub(r"_\d+$", "", name)
+
+
+def _unsuffix_scopes(layers: dict) -> dict:
+    """Scopes uniquified by a second model in one session ('block1_conv1_1') -> the layer name,
+    where that name is free and no two scopes collapse onto one."""
+    stripped = [_unsuffixed(k) for k in layers]
+    if len(set(stripped)) != len(stripped) or all(a == b for a, b in zip(stripped, layers)):
+        return layers
+    if any(k != s and s in layers for k, s in zip(layers, stripped)):
+        return layers
+    return dict(zip(stripped, layers.values()))
 
 
 def _object_order(key: str):
@@ -89,18 +110,30 @@ def _object_order(key: str):
     return m.group(1), int(m.group(2) or 0)
 
 
+def k3_arrays(g) -> list[np.ndarray]:
+    """A Keras 3 object's arrays: its own vars, then its sub-objects' (an LSTM's cell, a
+    TimeDistributed's layer)."""
+    out = [np.asarray(g["vars"][str(i)]) for i in range(len(g["vars"]))] if "vars" in g else []
+    for key in sorted(k for k in g.keys() if k not in ("vars", "layers")):
+        out += k3_arrays(g[key])
+    return out
+
+
 def _read_keras3(group, layers=None) -> dict[str, list[tuple[str | None, np.ndarray]]]:
     layers = {} if layers is None else layers
-    keys = sorted(group["layers"].keys(), key=_object_order)  # creation order within a class
+    # Nested models (a transfer model's base) first, then creation order within a class.
+    keys = sorted(group["layers"].keys(), key=lambda k: ("layers" not in group["layers"][k], _object_order(k)))
     for key in keys:
         g = group["layers"][key]
-        if "vars" in g and len(g["vars"]):
-            v = g["vars"]
-            # Without the `name` attr (early Keras 3), keep the object name, marked with "@".
-            name = _decode(v.attrs["name"]) if "name" in v.attrs else "@" + key
-            layers[name] = [(None, np.asarray(v[str(i)])) for i in range(len(v))]
         if "layers" in g:  # nested model
             _read_keras3(g, layers)
+            continue
+        arrays = k3_arrays(g)
+        if arrays:
+            v = g.get("vars")
+            # Without the `name` attr (early Keras 3), keep the object name, marked with "@".
+            name = _decode(v.attrs["name"]) if v is not None and "name" in v.attrs else "@" + key
+            layers[name] = [(None, a) for a in arrays]
     return layers
 
 
@@ -123,10 +156,13 @@ def read_keras_h5(path) -> tuple[dict[str, list[tuple[str | None, np.ndarray]]],
         raise WeightConversionError(f"{path}: not a readable HDF5 file ({e})") from None
     with f:
         group = f["model_weights"] if "model_weights" in f else f
-        if "layer_names" in group.attrs:
-            return _read_keras2(group), "keras2"
-        if "layers" in group:
-            return _read_keras3(group), "keras3"
+        try:
+            if "layer_names" in group.attrs:
+                return _read_keras2(group), "keras2"
+            if "layers" in group:
+                return _read_keras3(group), "keras3"
+        except (KeyError, RuntimeError, OSError, ValueError) as e:
+            raise WeightConversionError(f"{path}: damaged Keras weight file ({type(e).__name__}: {e})") from None
     raise WeightConversionError(
         f"{path}: neither a Keras 2 weight file (no 'layer_names' attribute) nor a Keras 3 "
         f".weights.h5 file (no 'layers' group)")
@@ -141,12 +177,12 @@ def build_model(arch: str, include_top: bool = True, num_classes: int = 1000, **
     return get_model(arch, include_top=include_top, num_classes=num_classes, **kw)
 
 
-def _expected_shapes(arch: str, include_top: bool, num_classes: int):
+def _expected_shapes(arch: str, include_top: bool, num_classes: int, input_shape=(224, 224, 3)):
     import jax
     import jax.numpy as jnp
 
     model = build_model(arch, include_top, num_classes)
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape))))
 
 
 def _layer_kind(p) -> str:
@@ -156,8 +192,13 @@ def _layer_kind(p) -> str:
 
 
 def convert_layers(layers: dict, arch: str, include_top: bool | None = None,
-                   source: str = "<weights>") -> dict[str, Any]:
-    """Map `read_keras_h5`'s layers onto `arch`'s variables; checks names, roles and shapes."""
+                   source: str = "<weights>", input_shape=(224, 224, 3)) -> dict[str, Any]:
+    """Map `read_keras_h5`'s layers onto `arch`'s variables; checks names, roles and shapes.
+
+    Every weighted layer of the file must be used (a VGG19 file is no VGG16, a transfer
+    model's head is no part of its base), except the top layers with include_top=False.
+    `input_shape` decides the top's Flatten size (VGG16's fc1 expects 7x7x512 at 224x224).
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; supported: {', '.join(ARCHS)}")
     if any(k.startswith("@") for k in layers):
@@ -175,8 +216,9 @@ def convert_layers(layers: dict, arch: str, include_top: bool | None = None,
     if include_top:
         num_classes = int(dict((r, a) for r, a in _assign_roles(layers["predictions"], "dense",
                                                                 "predictions", source))["bias"].shape[0])
-    expected = _expected_shapes(arch, include_top, num_classes)
+    expected = _expected_shapes(arch, include_top, num_classes, tuple(input_shape))
     names = list(expected["params"])
+    extra = [n for n in layers if n not in names and not (n in top and not include_top)]
     if not any(n in layers for n in names):
         if arch == "resnet50" and "res2a_branch2a" in layers:
             raise WeightConversionError(
@@ -186,6 +228,14 @@ def convert_layers(layers: dict, arch: str, include_top: bool | None = None,
         raise WeightConversionError(
             f"{source}: holds no layer of {arch} (expected e.g. {names[0]!r}; the file has "
             f"{', '.join(sorted(layers)[:6]) or 'no weighted layers'}): wrong file or architecture")
+    if extra and any(n in layers for n in names):
+        hint = (" (a transfer model's head? convert the file as vgg16_transfer_a/b/c or "
+                "resnet50_transfer_a/c, or import it whole with `jaxcnn import-keras`)"
+                if all(re.fullmatch(r"(dense|flatten|dropout|global_\w+)(_\d+)?", n) for n in extra)
+                else " (a deeper sibling such as VGG19 or ResNet101, or another network?)")
+        raise WeightConversionError(
+            f"{source}: the file has layers that {arch} does not use: {', '.join(extra[:6])}"
+            f"{' ...' if len(extra) > 6 else ''}{hint}")
     params, stats = {}, {}
     for name in names:
         p = expected["params"][name]
@@ -202,6 +252,12 @@ def convert_layers(layers: dict, arch: str, include_top: bool | None = None,
         else:
             got = {"kernel": w["kernel"], "bias": w["bias"]}
             want = {"kernel": p["kernel"].shape, "bias": p["bias"].shape}
+        if kind == "dense" and tuple(got["kernel"].shape)[1:] == tuple(want["kernel"])[1:] and \
+                tuple(got["kernel"].shape) != tuple(want["kernel"]):
+            raise WeightConversionError(
+                f"{source}: layer {name!r} kernel has shape {tuple(got['kernel'].shape)}, expected "
+                f"{tuple(want['kernel'])} at input {'x'.join(map(str, input_shape))}: the file was "
+                f"saved at another input size (give input_shape / --input-shape)")
         params[name] = {k: _check(got[k], want[k], source, name, k) for k in want}
     return {"params": params, "batch_stats": stats}
 
@@ -235,7 +291,11 @@ def _match_by_creation_order(layers: dict, arch: str, source: str) -> dict:
     for kind, names in kinds.items():
         keys = by_class.get(_KERAS3_CLASS[kind], [])
         if kind == "dense" and len(keys) != len(names):
-            continue  # no top, or not this architecture: reported by convert_layers
+            if keys:
+                raise WeightConversionError(
+                    f"{source}: Keras 3 file without layer names has {len(keys)} dense layers, "
+                    f"{arch} has {len(names)} with its top and 0 without")
+            continue  # no top: reported by convert_layers
         if len(keys) != len(names):
             raise WeightConversionError(
                 f"{source}: Keras 3 file without layer names has {len(keys)} "
@@ -264,25 +324,180 @@ def _check(arr, shape, source, layer, what):
     return np.asarray(arr, np.float32)
 
 
-def load_keras_h5(arch: str, path, include_top: bool | None = None) -> dict[str, Any]:
-    """Variables {"params", "batch_stats"} of `arch` from a Keras HDF5 weight file.
+def load_keras_h5(arch: str, path, include_top: bool | None = None,
+                  input_shape=(224, 224, 3)) -> dict[str, Any]:
+    """Variables {"params", "batch_stats"} of `arch` (vgg16, resnet50) from a Keras HDF5 file.
 
     include_top None: taken from the file (top layers present or not). include_top=False on a
-    full file drops the top layers.
+    full file drops the top layers. For any registered model, see `load_keras_weights`.
     """
     layers, _ = read_keras_h5(path)
-    return convert_layers(layers, arch, include_top, source=os.fspath(path))
+    return convert_layers(layers, arch, include_top, source=os.fspath(path), input_shape=input_shape)
 
 
-def convert_keras_h5(arch: str, in_path, out_dir, include_top: bool | None = None) -> dict[str, Any]:
-    """Convert a Keras HDF5 file to an Orbax checkpoint at `out_dir`; returns the variables."""
+# ---------------------------------------------------------------- any registered model
+
+_ORDER["lstm"] = ("kernel", "recurrent_kernel", "bias")
+_KIND_NAMES = {"conv": "Conv2D", "dense": "Dense", "bn": "BatchNormalization", "lstm": "LSTM"}
+
+
+def _file_kind(weights) -> str:
+    """A Keras layer's kind from its saved arrays (roles, where named, or shapes)."""
+    roles = {r for r, _ in weights}
+    shapes = [a.shape for _, a in weights]
+    if "recurrent_kernel" in roles or (len(shapes) == 3 and len(shapes[0]) == 2 and len(shapes[1]) == 2):
+        return "lstm"
+    if roles & {"gamma", "moving_mean"} or all(len(sh) == 1 for sh in shapes):
+        return "bn"
+    return "conv" if len(shapes[0]) == 4 else "dense" if len(shapes[0]) == 2 else "other"
+
+
+def _target_layers(variables) -> list[tuple[tuple[str, ...], str]]:
+    """(path, kind) of every weighted layer of a jaxcnn model, in Keras' layer order."""
+    out = []
+
+    def walk(tree, path):
+        if "kernel" in tree or "scale" in tree or ("bias" in tree and not isinstance(tree["bias"], dict)):
+            p = tree
+            kind = ("lstm" if "recurrent_kernel" in p else "bn" if "kernel" not in p
+                    else "conv" if len(p["kernel"].shape) == 4 else "dense")
+            out.append((path, kind))
+            return
+        for k, v in tree.items():
+            walk(v, path + (k,))
+
+    walk(variables["params"], ())
+    order = {name: i for i, name in enumerate(_keras_layer_order([p[-1] for p, _ in out]))}
+    return sorted(out, key=lambda pk: order.get(pk[0][-1], 0) if len(set(order)) == len(out) else 0)
+
+
+def _get(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def match_layers(layers: dict, targets, source: str, model_name: str) -> dict:
+    """{target path: file layer name}: by name first, then by order within each kind."""
+    kinds = {n: _file_kind(w) for n, w in layers.items()}
+    matched, used = {}, set()
+    for path, kind in targets:
+        name = path[-1]
+        if name in layers and kinds[name] == kind:
+            matched[path], _ = name, used.add(name)
+    for kind in ("conv", "dense", "bn", "lstm"):
+        want = [p for p, k in targets if k == kind and p not in matched]
+        have = [n for n in layers if kinds[n] == kind and n not in used]
+        if len(have) > len(want):
+            extra = have[len(want):]
+            raise WeightConversionError(
+                f"{source}: the file has {_KIND_NAMES[kind]} layers that {model_name} does not use: "
+                f"{', '.join(extra[:6])}{' ...' if len(extra) > 6 else ''} (a deeper or a different network?)")
+        if len(have) < len(want):
+            raise WeightConversionError(
+                f"{source}: {model_name} layer {'/'.join(want[len(have)])!r} ({_KIND_NAMES[kind]}) has "
+                f"no counterpart in the file ({len(have)} unmatched {_KIND_NAMES[kind]} layers there, "
+                f"{len(want)} needed)")
+        matched.update(zip(want, have))
+        used.update(have)
+    other = [n for n in layers if n not in used]
+    if other:
+        raise WeightConversionError(f"{source}: layers {', '.join(other[:6])} of the file fit no layer of "
+                                    f"{model_name}")
+    return matched
+
+
+def load_keras_weights(name, path, input_shape=None, num_classes: int | None = None,
+                       **model_kwargs):
+    """(model, variables) of the registered jaxcnn model `name` (or a module instance) with
+    weights from a Keras file.
+
+    Any Keras weight file (`save_weights` .h5 / .weights.h5, a full-model .h5 or .keras). Layers
+    match by name where the names agree, else by order within each type (Conv2D, Dense,
+    BatchNormalization, LSTM), as Keras' auto-names (`conv2d_1`, `dense`) never equal ours.
+    Every shape is checked at `input_shape` (default: the network's tutorial input, 224x224x3
+    for VGG16/ResNet50 models); num_classes defaults to the file's last layer's width. Layers of
+    the file the model does not use are refused, naming them.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcnn.models import TUTORIAL_INPUT_SHAPES, get_model
+
+    source = os.fspath(path)
+    layers, _ = read_keras_h5(source)
+    layers = {k.lstrip("@"): v for k, v in layers.items()}
+    if not isinstance(name, str):  # a module instance: its own configuration, nothing inferred
+        model, name = name, type(name).__name__
+    else:
+        model = None
+    if input_shape is None:
+        input_shape = TUTORIAL_INPUT_SHAPES.get(name, (224, 224, 3))
+    if name in ARCHS and model is None:
+        include_top = model_kwargs.pop("include_top", None)
+        variables = load_keras_h5(name, source, include_top, input_shape=input_shape)
+        top = "predictions" in variables["params"]
+        n = int(variables["params"]["predictions"]["bias"].shape[0]) if top else 1000
+        return get_model(name, include_top=top, num_classes=n, **model_kwargs), variables
+    if model is None:
+        if num_classes is None and layers:
+            last = list(layers.values())[-1]
+            if _file_kind(last) == "dense":
+                num_classes = int(last[-1][1].shape[-1])
+        kwargs = dict(model_kwargs, **({"num_classes": num_classes} if num_classes is not None else {}))
+        model = get_model(name, **kwargs)
+    expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape))))
+    expected = {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}
+    matched = match_layers(layers, _target_layers(expected), source, name)
+    variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
+    for tpath, fname in matched.items():
+        kind = _file_kind(layers[fname])
+        w = dict(_assign_roles(layers[fname], kind, fname, source))
+        want = _get(expected["params"], tpath)
+        where = "/".join(tpath)
+        if kind == "bn":
+            got = {"scale": w["gamma"], "bias": w["beta"]}
+            s = _get(expected["batch_stats"], tpath)
+            stats = {"mean": _check(w["moving_mean"], s["mean"].shape, source, fname, "moving_mean"),
+                     "var": _check(w["moving_variance"], s["var"].shape, source, fname, "moving_variance")}
+            _set(variables["batch_stats"], tpath, stats)
+        else:
+            got = {k: w[k] for k in _ORDER[kind]}
+            got = {("kernel" if k == "kernel" else k): v for k, v in got.items()}
+        if kind == "dense" and got["kernel"].shape[1:] == want["kernel"].shape[1:] and \
+                got["kernel"].shape != want["kernel"].shape:
+            raise WeightConversionError(
+                f"{source}: layer {fname!r} -> {where!r} kernel has shape {tuple(got['kernel'].shape)}, "
+                f"expected {tuple(want['kernel'].shape)} at input {'x'.join(map(str, input_shape))}: "
+                f"the file was saved at another input size (give input_shape / --input-shape)")
+        label = where if fname == where else f"{fname} (as {where})"
+        _set(variables["params"], tpath, {k: _check(got[k], want[k].shape, source, label, k) for k in want})
+    return model, variables
+
+
+def _set(tree, path, value):
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = value
+
+
+def convert_keras_h5(arch: str, in_path, out_dir, include_top: bool | None = None,
+                     input_shape=None, num_classes: int | None = None) -> dict[str, Any]:
+    """Convert a Keras weight file for the registered model `arch` to an Orbax checkpoint at
+    `out_dir` (see `load_keras_weights`); returns the variables."""
     from jaxcnn.weights.store import save_variables
 
-    variables = load_keras_h5(arch, in_path, include_top)
-    top = "predictions" in variables["params"]
-    save_variables(out_dir, variables, metadata={
-        "arch": arch, "include_top": top, "source": os.path.basename(os.fspath(in_path)),
-        "num_classes": int(variables["params"]["predictions"]["bias"].shape[0]) if top else None})
+    kwargs = {} if include_top is None or arch not in ARCHS else {"include_top": include_top}
+    model, variables = load_keras_weights(arch, in_path, input_shape, num_classes, **kwargs)
+    meta = {"arch": arch, "source": os.path.basename(os.fspath(in_path))}
+    if arch in ARCHS:
+        top = "predictions" in variables["params"]
+        meta.update(include_top=top, num_classes=int(variables["params"]["predictions"]["bias"].shape[0])
+                    if top else None)
+    else:
+        meta.update(num_classes=getattr(model, "num_classes", None),
+                    input_shape=list(input_shape) if input_shape is not None else None)
+    save_variables(out_dir, variables, metadata=meta)
     return variables
 
 
@@ -300,34 +515,66 @@ def download_keras_weights(arch: str, include_top: bool = True) -> str:
                                 cache_subdir="models", file_hash=md5)
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W,C (e.g. 32,32,3), got {text!r}") from None
+
+
 def main_convert(argv=None) -> int:
-    """`jaxcnn convert-weights ARCH IN.h5 OUT_DIR` (or `ARCH --download OUT_DIR`)."""
+    """`jaxcnn convert-weights MODEL IN.h5 OUT_DIR` (or `ARCH --download OUT_DIR`)."""
+    import sys
+
+    from jaxcnn.models import list_models
+
     ap = argparse.ArgumentParser(
         prog="jaxcnn convert-weights",
-        description="Convert Keras HDF5 weights (Keras 2/tf_keras .h5 or Keras 3 .weights.h5) "
-                    "to a jaxcnn Orbax checkpoint.")
-    ap.add_argument("arch", choices=ARCHS)
+        description="Load a Keras weight file (tf_keras .h5, Keras 3 .weights.h5 or .keras) into a "
+                    "registered jaxcnn model and save its variables as an Orbax checkpoint. Layers "
+                    "match by name, else by order within each type; every shape is checked.")
+    ap.add_argument("arch", metavar="MODEL", help=f"a registered model: {', '.join(list_models())}")
     ap.add_argument("paths", nargs="+", metavar="IN.h5 OUT_DIR",
                     help="input file and output directory (only OUT_DIR with --download)")
     top = ap.add_mutually_exclusive_group()
     top.add_argument("--include-top", dest="include_top", action="store_true", default=None,
-                     help="require and convert the classifier layers")
+                     help="vgg16/resnet50: require and convert the classifier layers")
     top.add_argument("--no-top", dest="include_top", action="store_false",
-                     help="convert the conv base only")
+                     help="vgg16/resnet50: convert the conv base only")
+    ap.add_argument("--input-shape", type=_shape, metavar="H,W,C",
+                    help="input the file's model was built for (default: the network's tutorial "
+                         "input; 224,224,3 for VGG16/ResNet50 models)")
+    ap.add_argument("--num-classes", type=int, help="default: the file's last layer's width")
     ap.add_argument("--download", action="store_true",
-                    help="fetch the published ImageNet weights with keras.utils.get_file first")
+                    help="vgg16/resnet50: fetch the published ImageNet weights with keras.utils.get_file first")
     args = ap.parse_args(argv)
+    if args.arch not in list_models():
+        ap.error(f"unknown model {args.arch!r}; known: {', '.join(list_models())}")
     if args.download:
         if len(args.paths) != 1:
             ap.error("with --download give only OUT_DIR")
+        if args.arch not in ARCHS:
+            ap.error(f"--download is for {', '.join(ARCHS)}")
         in_path = download_keras_weights(args.arch, args.include_top is not False)
         out_dir = args.paths[0]
     else:
         if len(args.paths) != 2:
             ap.error("give IN.h5 and OUT_DIR")
         in_path, out_dir = args.paths
-    variables = convert_keras_h5(args.arch, in_path, out_dir, args.include_top)
-    n = sum(int(np.prod(a.shape)) for g in variables.values() for layer in g.values()
-            for a in layer.values())
-    print(f"{args.arch}: {len(variables['params'])} layers, {n:,} values from {in_path} -> {out_dir}")
+    try:
+        variables = convert_keras_h5(args.arch, in_path, out_dir, args.include_top, args.input_shape,
+                                     args.num_classes)
+    except (WeightConversionError, FileNotFoundError) as e:
+        print(f"jaxcnn convert-weights: error: {e}", file=sys.stderr)
+        return 2
+    n = sum(int(np.prod(a.shape)) for a in _leaves(variables))
+    print(f"{args.arch}: {len(_target_layers(variables))} layers, {n:,} values from {in_path} -> {out_dir}")
     return 0
+
+
+def _leaves(tree):
+    for v in tree.values():
+        if isinstance(v, dict):
+            yield from _leaves(v)
+        else:
+            yield v
