@@ -70,8 +70,10 @@ def _inputs(net, mnist, cifar):
         return np.stack([crops, crops[::-1]])
     if net == "cifar10_mlp":
         return cifar.reshape(len(cifar), -1)
-    if net in ("bn_cnn_binary",) or net.startswith(("vgg16", "resnet50")):
-        return cifar * 255.0 - 120.0 if net.startswith(("vgg16", "resnet50")) else cifar
+    if net.startswith(("vgg16", "resnet50")):
+        return cifar * 2.0 - 1.0  # unit-scale pixels: random bases stay clear of saturation
+    if net == "bn_cnn_binary":
+        return cifar
     return mnist
 
 
@@ -256,10 +258,14 @@ def test_batchnorm_training_mode_matches_keras(saved):
     from jaxcnn.models.keras_graph import KerasGraph
     out, updates = KerasGraph(json.dumps(spec)).apply(variables, x, train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
-    for layer in m3.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            np.testing.assert_allclose(updates["batch_stats"][layer.name]["mean"],
-                                       np.asarray(layer.moving_mean), rtol=1e-5, atol=1e-6)
+    ours = [layer["name"] for layer in spec["layers"] if layer["class"] == "BatchNormalization"]
+    theirs = [layer for layer in m3.layers if type(layer).__name__ == "BatchNormalization"]
+    assert len(ours) == len(theirs) == 3
+    for name, layer in zip(ours, theirs):
+        np.testing.assert_allclose(updates["batch_stats"][name]["mean"], np.asarray(layer.moving_mean),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(updates["batch_stats"][name]["var"], np.asarray(layer.moving_variance),
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_resnet50_base_nested_in_a_functional_model(tmp_path, cifar):
@@ -270,7 +276,7 @@ def test_resnet50_base_nested_in_a_functional_model(tmp_path, cifar):
             layer.set_weights([w[0] * 0.2] + w[1:])
     path = str(tmp_path / "r50c.keras")
     m.save(path)
-    x = cifar * 255.0 - 120.0
+    x = cifar * 2.0 - 1.0
     model, variables = from_keras(path, logits=False)
     assert len(variables["batch_stats"]["resnet50"]) == 53
     _close(model.apply(variables, x), np.asarray(m(x, training=False)))
@@ -330,3 +336,133 @@ class _SavesOther:
 
     def save(self, path):
         self.other.save(path)
+
+
+# ---------------------------------------------------------------- refusals: one line, file and layer
+
+def _cli_refuses(capsys, argv, *needles):
+    capsys.readouterr()  # only the command's own output below
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def vgg_notop(tmp_path_factory):
+    """A tf_keras VGG16 conv base's save_weights file, and its Keras 3 VGG19 sibling."""
+    d = tmp_path_factory.mktemp("vgg_refusals")
+    base = randomize(tfk.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3)))
+    base.save_weights(str(d / "vgg16_notop.h5"))
+    k3.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3)).save_weights(
+        str(d / "vgg19_notop.weights.h5"))
+    return d, base
+
+
+def test_deeper_sibling_and_dropped_head_are_refused(vgg_notop, saved, tmp_path, capsys):
+    d, _ = vgg_notop
+    _cli_refuses(capsys, ["convert-weights", "vgg16", str(d / "vgg19_notop.weights.h5"), str(tmp_path / "o")],
+                 "vgg19_notop.weights.h5", "block3_conv4", "does not use")
+    # A transfer model's file into the bare base: its trained head would be lost.
+    _cli_refuses(capsys, ["convert-weights", "vgg16", saved("vgg16_transfer_a")["files"]["h5"], str(tmp_path / "o")],
+                 "vgg16_transfer_a.h5", "dense", "transfer model's head")
+    with pytest.raises(WeightConversionError, match="Conv2D layers that mnist_cnn does not use"):
+        load_keras_weights("mnist_cnn", saved("mnist_cnn3")["files"]["weights"])
+    with pytest.raises(WeightConversionError, match="mnist_cnn3 layer 'conv3' .*no counterpart"):
+        load_keras_weights("mnist_cnn3", saved("mnist_cnn")["files"]["h5"])
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_uniquified_weight_scopes_are_read_by_their_layer(vgg_notop, tmp_path):
+    """tf_keras names a second model's weights 'block1_conv1_1/kernel:0': the group names the layer."""
+    d, _ = vgg_notop
+    src, dst = d / "vgg16_notop.h5", tmp_path / "uniq.h5"
+    with h5py.File(src) as f, h5py.File(dst, "w") as g:
+        g.attrs["layer_names"] = f.attrs["layer_names"]
+        for lname in map(_str, f.attrs["layer_names"]):
+            out = g.create_group(lname)
+            names = []
+            for w in map(_str, f[lname].attrs["weight_names"]):
+                new = w.replace(f"{lname}/", f"{lname}_1/")
+                out[new] = np.asarray(f[lname][w])
+                names.append(new.encode())
+            out.attrs["weight_names"] = np.array(names)
+    a, b = load_keras_h5("vgg16", src), load_keras_h5("vgg16", dst)
+    for layer in a["params"]:
+        np.testing.assert_array_equal(a["params"][layer]["kernel"], b["params"][layer]["kernel"])
+
+
+def test_vgg16_top_at_another_input_size(tmp_path, cifar, capsys):
+    m = randomize(tfk.applications.VGG16(weights=None, input_shape=(32, 32, 3), classifier_activation=None))
+    path = str(tmp_path / "vgg16_top32.h5")
+    m.save_weights(path)
+    _cli_refuses(capsys, ["convert-weights", "vgg16", path, str(tmp_path / "o")],
+                 "vgg16_top32.h5", "'fc1'", "another input size")
+    model, variables = load_keras_weights("vgg16", path, input_shape=(32, 32, 3))
+    x = cifar * 2.0 - 1.0
+    _close(model.apply(variables, x), m(x, training=False))
+
+
+def test_damaged_files_name_the_file(saved, tmp_path, capsys):
+    src = saved("mnist_cnn")["files"]["h5"]
+    bad = tmp_path / "damaged.h5"
+    with h5py.File(src) as f, h5py.File(bad, "w") as g:
+        for k in f:
+            f.copy(k, g)
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+        group = g["model_weights"]
+        lname = _str(group.attrs["layer_names"][-1])
+        wname = _str(group[lname].attrs["weight_names"][0])
+        del group[lname][wname]
+    with pytest.raises(WeightConversionError, match="damaged.h5: damaged Keras"):
+        from_keras(bad)
+    _cli_refuses(capsys, ["convert-weights", "mnist_cnn", str(bad), str(tmp_path / "o")], "damaged.h5")
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(open(saved("mnist_cnn")["files"]["keras"], "rb").read()[:5000])
+    _cli_refuses(capsys, ["import-keras", str(truncated), str(tmp_path / "o")], "truncated.keras")
+    # A weights-only file has no architecture to import.
+    _cli_refuses(capsys, ["import-keras", saved("mnist_cnn")["files"]["weights"], str(tmp_path / "o")],
+                 "mnist_cnn.weights.h5", "convert-weights")
+
+
+def _str(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _k3_file(tmp_path, name, *layers, shape=(8, 8, 1)):
+    path = str(tmp_path / f"{name}.keras")
+    k3.Sequential([k3.Input(shape), *layers]).save(path)
+    return path
+
+
+@pytest.mark.parametrize("name,layer,needle", [
+    ("regularizer", lambda L: L.Conv2D(2, 3, kernel_regularizer="l2", name="c"), r"'c' \(Conv2D\): option kernel_regularizer"),
+    ("lambda", lambda L: L.Lambda(lambda x: x * 2, name="double"), r"'double' \(Lambda\): layer class Lambda"),
+    ("channels_first", lambda L: L.Flatten(data_format="channels_first", name="f"), r"'f' \(Flatten\): option data_format"),
+    ("activation", lambda L: L.Dense(3, activation="hard_sigmoid", name="d"), r"'d' \(Dense\): option activation='hard_sigmoid'"),
+    ("backwards", lambda L: L.LSTM(3, go_backwards=True, name="rnn"), r"'rnn' \(LSTM\): option go_backwards=True"),
+])
+def test_unsupported_layers_and_options_are_refused(name, layer, needle, tmp_path, capsys):
+    shape = (5, 4) if name == "backwards" else (8, 8, 1)
+    path = _k3_file(tmp_path, name, layer(k3.layers), shape=shape)
+    with pytest.raises(WeightConversionError, match=needle):
+        from_keras(path)
+    _cli_refuses(capsys, ["import-keras", path, str(tmp_path / "o")], f"{name}.keras")
+
+
+def test_imported_model_trains_and_predicts_like_keras(saved):
+    """The imported module is a jaxcnn model: Trainer predicts Keras' outputs, then fits."""
+    from jaxcnn.train import Trainer
+
+    s = saved("bn_cnn_binary")
+    model, variables = from_keras(s["files"]["h5"])
+    trainer = Trainer(model, s["x"].shape[1:], loss="binary_crossentropy", optimizer="adam",
+                      params=variables["params"], batch_stats=variables["batch_stats"], compute_dtype="f32")
+    _close(trainer.predict(s["x"], batch_size=4), s["ref"])
+    before = np.asarray(trainer.state.params[list(variables["params"])[0]]["kernel"]).copy()
+    history = trainer.fit(s["x"], np.array([0, 1, 1]), epochs=1, batch_size=3, verbose=0)
+    assert np.isfinite(history["loss"][-1])
+    assert not np.array_equal(np.asarray(trainer.state.params[list(variables["params"])[0]]["kernel"]), before)
