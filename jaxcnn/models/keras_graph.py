@@ -90,6 +90,8 @@ class KerasGraph(nn.Module):
     """
 
     spec: str
+    # Set by the pmap strategy: BatchNorm statistics over the global batch (jaxcnn.parallel).
+    bn_axis_name: str | None = None
 
     def _layer(self, cls: str, cfg: dict, name: str) -> Callable:
         """A function (inputs, train) -> output for one Keras layer; weighted ones own a submodule."""
@@ -107,7 +109,7 @@ class KerasGraph(nn.Module):
         if cls == "BatchNormalization":
             frozen = not cfg.get("trainable", True)
             bn = nn.BatchNorm(momentum=cfg["momentum"], epsilon=cfg["epsilon"], use_bias=cfg["center"],
-                              use_scale=cfg["scale"], name=name)
+                              use_scale=cfg["scale"], axis_name=self.bn_axis_name, name=name)
             axis = cfg.get("axis", -1)
 
             def batch_norm(xs, train):
@@ -126,7 +128,7 @@ class KerasGraph(nn.Module):
             inner = self._layer(cfg["layer"]["class"], cfg["layer"]["config"], name)
             return lambda xs, train: _timedistributed(lambda y: inner([y], train), xs[0])
         if cls in MODEL_CLASSES:
-            sub = KerasGraph(json.dumps(cfg, sort_keys=True), name=name)
+            sub = KerasGraph(json.dumps(cfg, sort_keys=True), self.bn_axis_name, name=name)
             return lambda xs, train: sub(*xs, train=train)
         return functools.partial(_stateless, cls, cfg, act)
 
