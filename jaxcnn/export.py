@@ -9,7 +9,7 @@ are inside the exported model, so a server feeds raw pixels.
 
 - savedmodel: `jax2tf.convert` with a polymorphic batch; one `serving_default` signature with
   the input named `image` and the output `probabilities`. The graph holds the model as StableHLO
-  (an `XlaCallModule` op), which TensorFlow and TF Serving run.
+  (an `XlaCallModule` op, lowered for CPU, CUDA and TPU), which TensorFlow and TF Serving run.
 - tflite: the TFLite converter reads that SavedModel and lowers the StableHLO to TFLite builtins.
 - onnx: tf2onnx converts the TFLite model. tf2onnx cannot read the SavedModel's `XlaCallModule`;
   jax2onnx (JAX -> ONNX directly) pins orbax-checkpoint below the version jaxcnn uses and pulls
@@ -44,6 +44,7 @@ DEFAULT_NAMES = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "
 # Largest allowed max|exported - jaxcnn| / max|jaxcnn| per format (TFLite's kernels sum differently).
 TOLERANCE = {"savedmodel": 1e-5, "tflite": 1e-4, "onnx": 1e-5, "keras": 1e-5}
 INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+SERVING_PLATFORMS = ("cpu", "cuda", "tpu")
 
 
 class ExportError(RuntimeError):
@@ -102,7 +103,9 @@ def export_savedmodel(predictor, path: str) -> str:
     tf = _tf()
     card = predictor.card
     poly = "(b, " + ", ".join(str(d) for d in card.input_shape) + ")"
-    converted = jax2tf.convert(serving_function(predictor), polymorphic_shapes=[poly], with_gradient=False)
+    # Lowered for every serving platform, not only the one exporting (a GPU host's export runs on CPU).
+    converted = jax2tf.convert(serving_function(predictor), polymorphic_shapes=[poly], with_gradient=False,
+                               native_serialization_platforms=SERVING_PLATFORMS)
     module = tf.Module()
 
     @tf.function(autograph=False, input_signature=[_input_spec(tf, card)])
