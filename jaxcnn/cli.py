@@ -175,14 +175,14 @@ def _cmd_predict(args) -> int:
 @_user_errors
 def _cmd_export(args) -> int:
     from jaxcnn import export
-    from jaxcnn.predict import load_predictor
+    from jaxcnn.predict import load_predictor, load_test_split
 
     export.require(args.format)  # before loading anything: a missing runtime is named at once
     predictor = load_predictor(args.workdir, checkpoint=args.checkpoint)
     path = args.out or os.path.join(args.workdir, "export", export.DEFAULT_NAMES[args.format])
     export.export(predictor, args.format, path)
     if args.check:
-        images = _test_images(predictor.card, args.check, args.data_dir)
+        images, _ = load_test_split(predictor.card, data_dir=args.data_dir, limit=args.check)
         err = export.check_export(predictor, args.format, path, images)
         print(f"{path}: checked in its runtime on {len(images)} test images: relative error {err:.2g} "
               f"(allowed {export.TOLERANCE[args.format]:g})", file=sys.stderr)
@@ -190,42 +190,20 @@ def _cmd_export(args) -> int:
     return 0
 
 
-def _test_images(card, count: int, data_dir=None):
-    """The first `count` test images of the run's dataset, sized as the model takes them."""
-    from jaxcnn.data import load_dataset
-
-    ds = load_dataset(card.dataset, data_dir=data_dir).take(1, count)
-    x = ds.x_test
-    if tuple(x.shape[1:3]) != tuple(card.input_shape[:2]) and x.ndim == 4:
-        from jaxcnn.data.image_folder import resize_images
-
-        x = resize_images(x, card.input_shape[:2])
-    return x
-
-
 @_user_errors
 def _cmd_evaluate(args) -> int:
     import json
 
     from jaxcnn import report
-    from jaxcnn.data import load_dataset
     from jaxcnn.parallel import setup
 
     setup(fake_devices=args.fake_devices)
-    from jaxcnn.predict import load_predictor
+    from jaxcnn.predict import load_predictor, load_test_split
 
     predictor = load_predictor(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
     card = predictor.card
-    ds = load_dataset(card.dataset, data_dir=args.data_dir)
-    if args.limit:
-        ds = ds.take(args.limit, args.limit)
-    x = ds.x_test
-    if x.ndim == 4 and tuple(x.shape[1:3]) != tuple(card.input_shape[:2]):
-        from jaxcnn.data.image_folder import resize_images
-
-        x = resize_images(x, card.input_shape[:2])
-    probs = predictor.predict(x)
-    metrics = report.write_report(args.workdir, probs, ds.y_test, x, card.class_names,
+    x, y = load_test_split(card, data_dir=args.data_dir, limit=args.limit)
+    metrics = report.write_report(args.workdir, predictor.predict(x), y, x, card.class_names,
                                   title=card.experiment or card.model)
     path = os.path.join(args.workdir, "metrics.json")
     merged = json.load(open(path)) if os.path.isfile(path) else {}

@@ -238,6 +238,22 @@ def _archive_sources(path):
         yield f"{path}:{name}", (lambda b=data[name]: b)
 
 
+def load_test_split(card: ModelCard, data_dir: str | None = None, limit: int | None = None):
+    """(images, labels) of the run's dataset's test split, resized to the model's input as in training.
+
+    Datasets built with extra arguments (dataset_kwargs) are loaded with their defaults here.
+    """
+    from jaxcnn.data import load_dataset
+
+    ds = load_dataset(card.dataset, data_dir=data_dir)
+    x, y = ds.x_test[:limit], ds.y_test[:limit]
+    if x.ndim == 4 and tuple(x.shape[1:3]) != tuple(card.input_shape[:2]):
+        from jaxcnn.data.image_folder import resize_images
+
+        x = resize_images(x, card.input_shape[:2])
+    return x, y
+
+
 def load_predictor(workdir: str, checkpoint: str | int = "auto", batch_size: int = 256) -> Predictor:
     """The run in `workdir` ready to predict.
 

@@ -311,3 +311,12 @@ def test_symbolic_batch_traces_through_im2col(monkeypatch):
         monkeypatch.setenv("JAXCNN_CONV", mode)
         exported = jax.export.export(jax.jit(lambda v, x: model.apply(v, x)))(variables, spec)
         np.testing.assert_allclose(exported.call(variables, x), model.apply(variables, x), rtol=1e-5, atol=1e-6)
+
+
+def test_export_cli_checks_on_test_images(run, data_dir, capsys):
+    _require("tflite")
+    assert main(["export", run, "--format", "tflite", "--check", "8", "--data-dir", data_dir]) == 0
+    captured = capsys.readouterr()
+    path = captured.out.strip().splitlines()[-1]
+    assert path == os.path.join(run, "export", "model.tflite") and os.path.getsize(path) > 0
+    assert "checked in its runtime on 8 test images" in captured.err
