@@ -3,6 +3,10 @@
 Experiments are found by name in the checkout's `experiments/` folder (the current directory's,
 or the one beside the installed package in an editable install) or by a file path, so an
 installed jaxcnn never ships a package called `experiments`.
+
+Every subcommand runs under `jaxcnn.errors.guard`: an error prints one line
+(`jaxcnn: error: <file>: <problem>`) and a hint, and exits 2 for bad input, 1 for a failure;
+`--debug` anywhere before a `--` (or JAXCNN_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import argparse
 import importlib.util
 import os
 import sys
+
+from jaxcnn import errors
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +45,7 @@ def load_experiment(name_or_path: str):
     path = name_or_path if name_or_path.endswith(".py") else list_experiments().get(name_or_path)
     if path is None or not os.path.exists(path):
         known = ", ".join(list_experiments()) or "none found (run from the checkout, or pass a path)"
-        raise SystemExit(f"jaxcnn: unknown experiment {name_or_path!r}; known: {known}")
+        raise errors.UsageError(f"unknown experiment {name_or_path!r}; known: {known}")
     spec = importlib.util.spec_from_file_location(f"_jaxcnn_experiment_{os.path.basename(path)[:-3]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -55,18 +61,10 @@ def _cmd_list(args) -> int:
 
 def _cmd_train(args) -> int:
     from jaxcnn import experiment
-    from jaxcnn.parallel import setup
 
-    setup(fake_devices=args.fake_devices)  # fake devices, multi-host start-up (before JAX starts)
-    module = load_experiment(args.experiment)
-    config = experiment.apply_flags(module.get_config(), args)
-    workdir = args.workdir or os.path.join("runs", config.name)
-    from jaxcnn.checkpoint import Preempted
-
-    try:
-        experiment.train_and_evaluate(config, workdir, verbose=0 if args.quiet else 1)
-    except Preempted as e:  # SIGTERM: the checkpoint is written, the message is on stderr
-        return e.exit_code
+    # The same entry as `python -m experiments.NAME`; Preempted (SIGTERM, checkpoint written)
+    # leaves through the guard with its exit status 143.
+    experiment.run(load_experiment(args.experiment).get_config(), args)
     return 0
 
 
@@ -82,8 +80,8 @@ def _add_launch(sub) -> None:
                        description="Run a jaxcnn subcommand (or a .py script) in N local CPU processes "
                                    "joined by jax.distributed, e.g. "
                                    "`jaxcnn launch --processes 2 -- train mnist_cnn --epochs 1`.")
-    p.add_argument("--processes", type=int, required=True, help="number of processes (hosts)")
-    p.add_argument("--devices-per-process", type=int, default=1, help="fake CPU devices per process")
+    p.add_argument("--processes", type=positive_int, required=True, help="number of processes (hosts)")
+    p.add_argument("--devices-per-process", type=positive_int, default=1, help="fake CPU devices per process")
     p.add_argument("--port", type=int, help="coordinator port on localhost (default: a free one)")
     p.add_argument("--timeout", type=float, help="stop all processes after this many seconds")
     p.add_argument("command_args", nargs=argparse.REMAINDER, help="-- SUBCOMMAND ARGS... or -- script.py ARGS...")
@@ -111,9 +109,9 @@ def _add_tools(sub) -> None:
     p.add_argument("dataset", help="dataset name, e.g. mnist or cifar10")
     p.add_argument("--augment", default="A", help="recipe (A, B) or key=value,... parameters")
     p.add_argument("--out", default="augment_preview.png", help="output PNG path")
-    p.add_argument("--count", type=int, default=5, help="how many images (rows)")
-    p.add_argument("--resize", type=int, help="resize images to this square size first")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=positive_int, default=5, help="how many images (rows)")
+    p.add_argument("--resize", type=positive_int, help="resize images to this square size first")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
     p.set_defaults(fn=_cmd_augment_preview)
     # Listed here for --help; main() hands its arguments to the converter's own parser.
@@ -261,10 +259,28 @@ def _add_use(sub) -> None:
     p.set_defaults(fn=_cmd_evaluate)
 
 
+def positive_int(raw: str) -> int:
+    from jaxcnn.experiment import positive_int as check
+
+    return check(raw)
+
+
+def non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxcnn import experiment
 
     parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: JAXCNN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="name the experiments")
     p.set_defaults(fn=_cmd_list)
@@ -278,8 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["convert-weights"]:
         from jaxcnn.weights.keras_h5 import main_convert
 
@@ -290,6 +305,14 @@ def main(argv=None) -> int:
         return main_import(argv[1:])
     args = build_parser().parse_args(argv)
     return args.fn(args)
+
+
+def main(argv=None) -> int:
+    """Run one subcommand; errors become one line and an exit status (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = errors.debug_requested(argv)
+    result, code = errors.guard(lambda: _run(errors.strip_debug(argv)), debug=debug)
+    return code or (result or 0)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from jaxcnn import config_flags
+from jaxcnn.errors import UsageError, debug_requested, guard
+
 
 @dataclasses.dataclass
 class ExperimentConfig:
@@ -121,9 +124,20 @@ def _frame_baseline(trainer, ds, config, workdir):
             "chance_accuracy": 1.0 / ds.num_classes}
 
 
+def data_source(config: ExperimentConfig) -> str:
+    """Where the data comes from: the config's data_dir, $JAXCNN_DATA_DIR, or "bundled" (MNIST only)."""
+    from jaxcnn.data.sources import DATA_DIR_ENV
+
+    return config.data_dir or os.environ.get(DATA_DIR_ENV) or "bundled"
+
+
 def load_data(config: ExperimentConfig):
     from jaxcnn.data import load_dataset
+    from jaxcnn.data.sources import DATA_DIR_ENV
 
+    if data_source(config) == "bundled" and config.dataset == "mnist" and _is_writer():
+        print(f"{config.name}: no data directory given (--data-dir, ${DATA_DIR_ENV}): "
+              "using the MNIST copy bundled with jaxcnn", file=sys.stderr)
     ds = load_dataset(config.dataset, data_dir=config.data_dir, **config.dataset_kwargs)
     if config.train_limit or config.test_limit:
         ds = ds.take(config.train_limit, config.test_limit)
@@ -200,7 +214,7 @@ def _augment_kwargs(config: ExperimentConfig, trainer, x) -> dict:
     return {"augment": _augment_fn(config.augment)}
 
 
-def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1) -> dict:
+def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1, fresh: bool = False) -> dict:
     """Train `config` on its dataset, evaluate on the test split, write results into `workdir`.
 
     Writes model.json (what inference needs, jaxcnn.model_card), history.json, metrics.json
@@ -209,12 +223,15 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
     (Orbax, `workdir/params`).
     Checkpoints go to `workdir/checkpoints`; rerunning with the same workdir resumes from the
     newest one (mid-epoch included). On SIGTERM it saves and raises `checkpoint.Preempted`.
+    The config is checked and held against the one recorded in `workdir/config.json` first
+    (`prepare_workdir`; `fresh` moves a previous run aside), before any data is read.
     """
     import jax
 
     from jaxcnn import checkpoint, viz
 
-    os.makedirs(workdir, exist_ok=True)
+    validate_config(config)
+    prepare_workdir(config, workdir, fresh=fresh)
     ds = load_data(config)
     if jax.process_index() == 0:
         from jaxcnn.model_card import write_card
@@ -226,7 +243,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
     t0 = time.perf_counter()
     history = trainer.fit(ds.x_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size,
                           validation_split=config.validation_split, validation_data=validation,
-                          verbose=verbose, callbacks=[ckpt], **_augment_kwargs(config, trainer, ds.x_train))
+                          verbose=verbose, callbacks=[ckpt, _progress_recorder(workdir)], **_augment_kwargs(config, trainer, ds.x_train))
     if config.finetune:
         trainer, history = _finetune(config, trainer, ds, workdir, validation, verbose)
     train_seconds = time.perf_counter() - t0
@@ -235,6 +252,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1)
         "experiment": config.name,
         "model": config.model,
         "dataset": config.dataset,
+        "data_dir": data_source(config),
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "train_examples": int(len(ds.x_train)),
@@ -309,70 +327,302 @@ def _finetune(config, trainer, ds, workdir, validation, verbose):
     return tuned, history
 
 
+def strict_json(obj, path: str = "") -> tuple[Any, list[str]]:
+    """`obj` as plain JSON types with NaN/inf replaced by None, and the paths of those replaced."""
+    replaced: list[str] = []
+
+    def walk(v, where):
+        if isinstance(v, dict):
+            return {str(k): walk(x, f"{where}.{k}" if where else str(k)) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if isinstance(v, (int, np.integer)):
+            return int(v)
+        if isinstance(v, (float, np.floating)):
+            if not np.isfinite(v):
+                replaced.append(where)
+                return None
+            return float(v)
+        if hasattr(v, "__array__"):  # numpy / jax arrays
+            return walk(np.asarray(v).tolist(), where)
+        return v if v is None or isinstance(v, str) else str(v)
+
+    return walk(obj, path), replaced
+
+
 def _write_json(path, obj):
+    """Strict JSON (no NaN/Infinity): non-finite numbers become null and are listed under
+    `non_finite` (e.g. `["test_loss", "loss[2]"]`)."""
+    clean, replaced = strict_json(obj)
+    if replaced and isinstance(clean, dict):
+        clean["non_finite"] = replaced
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
+        json.dump(clean, f, indent=2, allow_nan=False)
     os.replace(tmp, path)
 
 
+# -- the workdir: checked first, configuration recorded -------------------------------------------
+CONFIG_FILE = "config.json"
+# Fields a rerun may change without changing what the run computes (besides a longer --epochs).
+RERUN_FREE_FIELDS = ("description", "reported", "data_dir", "checkpoint_every_steps", "checkpoint_keep")
+
+
+def check_workdir(workdir: str) -> None:
+    """UsageError now, before any data is read, when `workdir` cannot hold the run's results."""
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{workdir}: the workdir exists and is not a directory (pass another --workdir)")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".jaxcnn-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"{workdir}: the workdir cannot be written ({e.strerror or e})") from None
+
+
+def config_record(config: ExperimentConfig) -> dict:
+    """The config as JSON values (tuples as lists), as config.json holds it."""
+    return strict_json(dataclasses.asdict(config))[0]
+
+
+def config_differences(recorded: dict, current: dict) -> list[str]:
+    """`field: recorded -> current` for each field that differs, except epochs and RERUN_FREE_FIELDS."""
+    skip = set(RERUN_FREE_FIELDS) | {"epochs"}
+    return [f"{k}: {json.dumps(recorded.get(k))} -> {json.dumps(current.get(k))}"
+            for k in sorted(set(recorded) | set(current))
+            if k not in skip and recorded.get(k) != current.get(k)]
+
+
+def prepare_workdir(config: ExperimentConfig, workdir: str, fresh: bool = False) -> None:
+    """Check `workdir`, then hold this run's config against the one recorded there.
+
+    A rerun with another configuration stops with the differences (unless only `epochs` grew);
+    `epochs` below the epochs already done stops too; `fresh` moves a previous run aside to
+    `WORKDIR.old-YYYYmmdd-HHMMSS` first. The config (and later the epochs done) go to config.json.
+    """
+    import jax
+
+    path = os.path.abspath(workdir)
+    writer = jax.process_index() == 0
+    if fresh and os.path.isdir(path) and os.listdir(path):
+        if writer:
+            aside = f"{path.rstrip(os.sep)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+            while os.path.exists(aside):
+                aside += "-1"
+            os.rename(path, aside)
+            print(f"{config.name}: --fresh: moved the previous run to {aside}", file=sys.stderr)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxcnn-fresh-workdir")
+    check_workdir(workdir)
+    record_path = os.path.join(path, CONFIG_FILE)
+    current, done = config_record(config), 0
+    if os.path.exists(record_path):
+        try:
+            with open(record_path) as f:
+                record = json.load(f)
+            recorded, done = record["config"], int(record.get("epochs_done", 0))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{record_path}: unreadable run record ({e}); pass --fresh to start over") from None
+        diffs = config_differences(recorded, current)
+        if diffs:
+            raise UsageError(
+                f"{workdir} holds a run with another configuration (recorded -> now):\n  "
+                + "\n  ".join(diffs)
+                + "\nrerun with the recorded settings to resume it, pass --fresh to move it aside and "
+                  "start over, or use another --workdir")
+        if config.epochs < done:
+            raise UsageError(f"{workdir}: {done} epochs are already done, so --epochs {config.epochs} is "
+                             f"below that; pass --epochs {done} or more to continue, or --fresh to start over")
+    if writer:
+        _write_json(record_path, {"config": current, "epochs_done": done})
+
+
+def _progress_recorder(workdir: str):
+    """A callback that keeps `epochs_done` in workdir/config.json (what `--epochs` is held against)."""
+    from jaxcnn.train import Callback
+
+    class RecordProgress(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            record_path = os.path.join(workdir, CONFIG_FILE)
+            if not _is_writer() or not os.path.exists(record_path):
+                return
+            with open(record_path) as f:
+                record = json.load(f)
+            if epoch + 1 > record.get("epochs_done", 0):
+                record["epochs_done"] = epoch + 1
+                _write_json(record_path, record)
+
+    return RecordProgress()
+
+
+# -- command line ------------------------------------------------------------------------------
+def _positive(value):
+    return None if value is None or value >= 1 else "must be a positive integer"
+
+
+def _non_negative(value):
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _one_of(*choices):
+    def check(value):
+        return None if value in choices else f"must be one of {', '.join(str(c) for c in choices)}"
+
+    return check
+
+
+# Field -> check of its value (None when fine, else the problem). Flags, `--set` and
+# validate_config all use these, so a bad value is refused the same way wherever it comes from.
+FIELD_CHECKS: dict[str, Callable] = {
+    "epochs": _positive, "batch_size": _positive, "train_limit": _positive, "test_limit": _positive,
+    "checkpoint_every_steps": _positive, "checkpoint_keep": _positive, "seed": _non_negative,
+    "learning_rate": lambda v: None if v is None or v > 0 else "must be positive",
+    "validation_split": lambda v: None if v is None or 0 < v < 1 else "must lie in (0, 1)",
+    "road": _one_of("auto", "pipeline", "device"),
+    "precision": _one_of("auto", "bf16", "bfloat16", "f16", "float16", "fp16", "f32", "fp32", "float32"),
+    "strategy": _one_of(None, "jit", "pmap"),
+    "checkpoint_best_mode": _one_of("min", "max"),
+}
+
+# The documented flags, each a shorthand for `--set FIELD=VALUE` (same conversion, same checks):
+# flag -> (config fields it sets, metavar, help).
+FLAG_FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "--epochs": (("epochs",), "N", "override the recipe's epochs"),
+    "--batch-size": (("batch_size",), "N", "override the recipe's (global) batch size"),
+    "--data-dir": (("data_dir",), "DIR", "folder holding the datasets (default: $JAXCNN_DATA_DIR)"),
+    "--road": (("road",), "auto|pipeline|device",
+               "input road: per-step pipeline, data on the device, or auto (default)"),
+    "--precision": (("precision",), "auto|bf16|f32",
+                    "compute dtype (params stay float32); auto: bf16 on GPU/TPU, f32 on CPU"),
+    "--seed": (("seed",), "N", "override the seed (0 or more)"),
+    "--augment": (("augment",), "SPEC", "augmentation recipe (A, B, none) or key=value,... parameters"),
+    "--limit": (("train_limit", "test_limit"), "N", "use only the first N train and test examples (smoke runs)"),
+    "--strategy": (("strategy",), "jit|pmap", "device strategy: jit (default) or pmap"),
+    "--checkpoint-every": (("checkpoint_every_steps",), "N",
+                           "also checkpoint every N steps (default: at epoch ends only)"),
+    "--weights": (("pretrained",), "DIR", "pretrained base: a folder written by `jaxcnn convert-weights`"),
+}
+
+
+class _SetFields(argparse.Action):
+    """Appends (field, value) pairs to `namespace.overrides`, in command-line order."""
+
+    def __init__(self, option_strings, dest, fields=(), **kwargs):
+        self.fields = fields
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        pairs = [(f, values) for f in self.fields] if self.fields else [values]
+        namespace.overrides = [*(getattr(namespace, "overrides", None) or []), *pairs]
+
+
+def _flag_type(field: str):
+    """argparse `type=` for a flag of `field`: argparse then names the flag in its error."""
+
+    def convert(raw: str):
+        try:
+            return config_flags.convert_field(ExperimentConfig, field, raw, FIELD_CHECKS)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{field}: ")) from None
+
+    convert.__name__ = field
+    return convert
+
+
+def _assignment(text: str):
+    try:
+        return config_flags.parse_assignment(ExperimentConfig, text, FIELD_CHECKS)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_int(raw: str) -> int:
+    """argparse `type=`: an integer >= 1."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags every experiment takes (`jaxcnn train NAME ...`, `python -m experiments.NAME ...`)."""
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    parser.add_argument("--batch-size", type=int, help="override the recipe's (global) batch size")
-    parser.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
+    """The flags every experiment takes (`jaxcnn train NAME ...`, `python -m experiments.NAME ...`).
+
+    Every config field is settable with `--set FIELD=VALUE` (typed from ExperimentConfig; an
+    unknown field is an error); the named flags are shorthands for the common ones.
+    """
+    parser.set_defaults(overrides=None)
+    for flag, (fields, metavar, help_) in FLAG_FIELDS.items():
+        parser.add_argument(flag, action=_SetFields, fields=fields, dest="overrides", metavar=metavar,
+                            type=_flag_type(fields[0]), help=help_, default=None)
+    parser.add_argument("--set", action=_SetFields, dest="overrides", metavar="FIELD=VALUE",
+                        type=_assignment, default=None,
+                        help="set any config field, e.g. --set learning_rate=3e-4 --set "
+                             "model_kwargs.dropout=0.3 (repeatable; applied in order with the flags)")
     parser.add_argument("--workdir", help="where results go (default: runs/NAME)")
-    parser.add_argument("--road", choices=("auto", "pipeline", "device"),
-                        help="input road: per-step pipeline, data on the device, or auto (default)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "f32"),
-                        help="compute dtype (params stay float32); auto: bf16 on GPU/TPU, f32 on CPU")
-    parser.add_argument("--seed", type=int, help="override the seed")
-    parser.add_argument("--augment", help="augmentation recipe (A, B, none) or key=value,... parameters")
-    parser.add_argument("--limit", type=int, help="use only the first N train and test examples (smoke runs)")
-    parser.add_argument("--strategy", help="device strategy: jit (default) or pmap")
-    parser.add_argument("--checkpoint-every", type=int, metavar="N",
-                        help="also checkpoint every N steps (default: at epoch ends only)")
-    parser.add_argument("--weights", help="pretrained base: a folder written by `jaxcnn convert-weights`")
+    parser.add_argument("--fresh", action="store_true",
+                        help="move a previous run in the workdir aside (WORKDIR.old-TIME) and start over")
     parser.add_argument("--variant", help="a named variant of the recipe (see the experiment's variants)")
-    parser.add_argument("--fake-devices", type=int, metavar="K",
+    parser.add_argument("--fake-devices", type=positive_int, metavar="K",
                         help="run on K fake CPU devices (rehearse multi-device runs on one CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: JAXCNN_DEBUG=1)")
+
+
+def validate_config(config: ExperimentConfig) -> None:
+    """UsageError for a field value the run cannot use (from a flag, `--set`, a variant or code)."""
+    for field, check in FIELD_CHECKS.items():
+        value = getattr(config, field)
+        problem = check(value)
+        if problem:
+            raise UsageError(f"{config.name}: {field} {problem}, got {value!r}")
 
 
 def apply_flags(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
+    """The config with the command line's variant, then its flags and `--set`s in order, checked."""
     variant = getattr(args, "variant", None)
     if variant:
         if variant not in config.variants:
-            raise SystemExit(f"{config.name}: unknown variant {variant!r}; known: {', '.join(config.variants) or 'none'}")
+            raise UsageError(f"{config.name}: unknown variant {variant!r}; known: "
+                             f"{', '.join(config.variants) or 'none'}")
         config = dataclasses.replace(config, **config.variants[variant])
-    changes = {}
-    for flag, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("data_dir", "data_dir"),
-                        ("seed", "seed"), ("augment", "augment"), ("strategy", "strategy"),
-                        ("checkpoint_every", "checkpoint_every_steps"), ("weights", "pretrained")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            changes[field] = value
-    if getattr(args, "limit", None):
-        changes["train_limit"] = changes["test_limit"] = args.limit
-    for field in ("road", "precision"):
-        if getattr(args, field, None) is not None:
-            changes[field] = getattr(args, field)
-    return dataclasses.replace(config, **changes)
+    config = config_flags.apply_overrides(config, getattr(args, "overrides", None) or [])
+    validate_config(config)
+    return config
+
+
+def run(config: ExperimentConfig, args: argparse.Namespace) -> dict:
+    """The one command-line entry (`jaxcnn train NAME`, `python -m experiments.NAME`): apply the
+    flags, check the workdir before anything heavy, start the devices, train and evaluate."""
+    config = apply_flags(config, args)
+    workdir = getattr(args, "workdir", None) or os.path.join("runs", config.name)
+    check_workdir(workdir)
+    from jaxcnn.parallel import setup
+
+    setup(fake_devices=getattr(args, "fake_devices", None))  # fake devices, multi-host start-up
+    return train_and_evaluate(config, workdir, verbose=0 if getattr(args, "quiet", False) else 1,
+                              fresh=bool(getattr(args, "fresh", False)))
 
 
 def main(config: ExperimentConfig, argv=None) -> dict:
-    """Command-line entry for one experiment file: parse the flags, then train and evaluate."""
-    parser = argparse.ArgumentParser(prog=f"experiment {config.name}", description=config.description)
+    """`python -m experiments.NAME [flags]`: the same flags, checks and errors as `jaxcnn train NAME`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    stem = os.path.splitext(os.path.basename(sys.argv[0] or ""))[0]
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{stem or config.name}",
+                                     description=config.description)
     add_flags(parser)
     args = parser.parse_args(argv)
-    from jaxcnn.parallel import setup
-
-    setup(fake_devices=args.fake_devices)  # fake devices, multi-host start-up (before JAX starts)
-    config = apply_flags(config, args)
-    from jaxcnn.checkpoint import Preempted
-
-    try:
-        return train_and_evaluate(config, args.workdir or os.path.join("runs", config.name),
-                                  verbose=0 if args.quiet else 1)
-    except Preempted as e:  # the checkpoint is written; the message is on stderr
-        raise SystemExit(e.exit_code) from None
+    result, code = guard(lambda: run(config, args), debug=args.debug or debug_requested(argv))
+    if code:
+        raise SystemExit(code)
+    return result

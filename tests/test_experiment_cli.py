@@ -17,7 +17,7 @@ def test_list_names_the_experiments(capsys):
     assert "mnist_cnn" in capsys.readouterr().out
 
 
-def test_train_writes_results_and_params(tmp_path, data_dir):
+def test_train_writes_results_and_params(tmp_path, data_dir, capsys):
     workdir = str(tmp_path / "run")
     main(["train", "mnist_cnn", "--epochs", "2", "--limit", "320", "--workdir", workdir,
           "--data-dir", data_dir, "--quiet"])
@@ -30,6 +30,14 @@ def test_train_writes_results_and_params(tmp_path, data_dir):
     assert len(history["val_accuracy"]) == 2
     restored = checkpoint.restore_params(os.path.join(workdir, "params"))
     assert restored["params"]["conv1"]["kernel"].shape == (3, 3, 1, 32)
+    assert json.load(open(os.path.join(workdir, "config.json")))["epochs_done"] == 2
+    # Reruns in the same workdir: fewer epochs than done, or other settings, stop before any data.
+    common = ["train", "mnist_cnn", "--limit", "320", "--workdir", workdir, "--data-dir", data_dir, "--quiet"]
+    assert main([*common, "--epochs", "1"]) == 2
+    assert main([*common, "--epochs", "2", "--batch-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "2 epochs are already done, so --epochs 1 is below that" in err
+    assert "another configuration (recorded -> now):\n  batch_size: 32 -> 64" in err and "Traceback" not in err
 
 
 def test_python_dash_m_experiment(tmp_path):
@@ -42,12 +50,46 @@ def test_python_dash_m_experiment(tmp_path):
 
 
 def test_unknown_experiment_is_a_clear_error(capsys):
-    try:
-        main(["train", "no_such_experiment"])
-    except SystemExit as e:
-        assert "unknown experiment 'no_such_experiment'" in str(e) and "mnist_cnn" in str(e)
-    else:
-        raise AssertionError("expected SystemExit")
+    assert main(["train", "no_such_experiment"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxcnn: error: unknown experiment 'no_such_experiment'; known:") and "mnist_cnn" in err
+
+
+def test_errors_are_one_line_exit_2_and_debug_shows_the_traceback(tmp_path, capsys):
+    import pytest
+
+    from jaxcnn.data import DataError
+
+    missing = str(tmp_path / "no-such-dir")
+    argv = ["train", "mnist_cnn", "--data-dir", missing, "--workdir", str(tmp_path / "w"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"jaxcnn: error: {os.path.join(missing, 'mnist')}: dataset 'mnist' not found")
+    assert err[1].startswith("jaxcnn: (add --debug") and len(err) == 2
+    with pytest.raises(DataError, match="no-such-dir"):
+        main([*argv, "--debug"])
+    # The workdir is checked first: a file there is reported before the (missing) data.
+    (tmp_path / "file").write_text("")
+    assert main([*argv[:-3], "--workdir", str(tmp_path / "file")]) == 2
+    assert "file: the workdir exists and is not a directory" in capsys.readouterr().err
+
+
+def test_jaxcnn_train_and_python_dash_m_share_one_entry(monkeypatch):
+    from jaxcnn import experiment
+
+    calls = []
+    monkeypatch.setattr(experiment, "run", lambda config, args: calls.append((config, args.overrides, args.fresh)))
+    assert main(["train", "mnist_cnn", "--epochs", "2", "--set", "seed=3", "--fresh"]) == 0
+    module = __import__("jaxcnn.cli", fromlist=["load_experiment"]).load_experiment("mnist_cnn")
+    experiment.main(module.get_config(), ["--epochs", "2", "--set", "seed=3", "--fresh"])
+    assert calls[0] == calls[1] and calls[0][1] == [("epochs", 2), ("seed", 3)]
+
+
+def test_python_dash_m_reports_errors_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "experiments.mnist_cnn", "--data-dir", str(tmp_path / "nope"),
+                          "--workdir", str(tmp_path / "w")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"jaxcnn: error: {tmp_path / 'nope' / 'mnist'}: dataset 'mnist' not found" in out.stderr
 
 
 def test_params_round_trip(tmp_path):

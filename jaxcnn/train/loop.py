@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from jaxcnn.compile_cache import enable_compilation_cache
+from jaxcnn.data import checks
 from jaxcnn.data.pipeline import ArrayPipeline
 from jaxcnn.data.sources import validation_split as split_last
 from jaxcnn.train.losses import output_activation
@@ -107,10 +108,17 @@ class Trainer:
         return ArrayPipeline(x, y, local, seed=self.seed, backend=backend, augment=augment,
                              process_index=jax.process_index(), process_count=jax.process_count())
 
-    def _check_input(self, x, what):
+    def _check_input(self, x, what, y=None):
+        """Shape, finite values (jaxcnn.data.checks); with `y`, the labels checked for the loss."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"{what}: images of shape {tuple(x.shape[1:])} do not fit the model's "
                              f"input shape {self.input_shape}")
+        checks.check_images(x, what)
+        if y is None:
+            return None
+        if not hasattr(self, "_num_outputs"):
+            self._num_outputs = checks.model_output_width(self.model, self.input_shape)
+        return checks.check_labels(y, self.loss_name, self._num_outputs, what, num_examples=len(x))
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, validation_split: float | None = None,
@@ -129,7 +137,7 @@ class Trainer:
         `initial_epoch` / `initial_step` continue a run (used by checkpoint resume).
         """
         x, y = np.asarray(x), np.asarray(y)
-        self._check_input(x, "fit")
+        y = self._check_input(x, "fit", y)
         verbose = verbose if jax.process_index() == 0 else 0  # one progress display per job
         if validation_split:
             if validation_data is not None:
@@ -139,7 +147,7 @@ class Trainer:
         val_pipe = None
         if validation_data is not None:
             vx, vy = np.asarray(validation_data[0]), np.asarray(validation_data[1])
-            self._check_input(vx, "validation_data")
+            vy = self._check_input(vx, "validation_data", vy)
             val_pipe = self._pipeline(vx, vy, batch_size)
         steps = pipe.steps_per_epoch()
         self.steps_per_epoch = steps
@@ -227,8 +235,8 @@ class Trainer:
     def evaluate(self, x, y, batch_size: int = 32) -> dict:
         """Loss and accuracy over every example exactly once (the ragged tail is masked)."""
         x = np.asarray(x)
-        self._check_input(x, "evaluate")
-        return self._evaluate_pipe(self._pipeline(x, np.asarray(y), batch_size))
+        y = self._check_input(x, "evaluate", y)
+        return self._evaluate_pipe(self._pipeline(x, y, batch_size))
 
     def predict(self, x, batch_size: int = 32) -> np.ndarray:
         """Softmax (or sigmoid) outputs for every example, like Keras' `predict`."""
