@@ -199,3 +199,26 @@ def test_error_report_is_one_line_with_a_hint_and_a_status(capsys):
     assert err[2] == "jaxcnn: error: /runs/x/params: Permission denied"
     assert err[4] == "jaxcnn: error: RuntimeError: XLA failed (and 50 more lines)"
     assert errors.strip_debug(["train", "--debug", "x", "--", "--debug"]) == ["train", "x", "--", "--debug"]
+
+
+def test_debug_from_the_flag_or_the_environment(monkeypatch):
+    monkeypatch.delenv("JAXCNN_DEBUG", raising=False)
+    assert not errors.debug_requested(["launch", "--", "train", "--debug"])  # the child's flag
+    assert errors.debug_requested(["train", "x", "--debug"])
+    monkeypatch.setenv("JAXCNN_DEBUG", "1")
+    assert errors.debug_requested([])
+    with pytest.raises(DataError):  # with debug, the exception itself comes through
+        errors.guard(lambda: (_ for _ in ()).throw(DataError("x")), debug=True)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["launch", "--processes", "0", "--", "list"], "argument --processes: must be a positive integer"),
+    (["launch", "--processes", "2", "--devices-per-process", "0", "--", "list"], "argument --devices-per-process"),
+    (["augment-preview", "mnist", "--count", "0"], "argument --count: must be a positive integer"),
+])
+def test_other_subcommands_check_their_counts_at_parse_time(argv, match, capsys):
+    from jaxcnn.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and match in capsys.readouterr().err
