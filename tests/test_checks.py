@@ -93,6 +93,10 @@ def test_float_images_out_of_range_warn_once(monkeypatch):
         warnings.simplefilter("error")
         checks.check_images(x, "fit")  # once per process
         checks.check_images(np.full((2, 2, 2, 1), 255, np.uint8), "fit")  # uint8: scaled, no warning
+    monkeypatch.setattr(checks, "_warned_range", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # standardized inputs (negative values) are deliberate
+        checks.check_images(np.linspace(-1.2, 3.5, 16, dtype=np.float32).reshape(2, 2, 2, 2), "fit")
 
 
 # -- typed overrides --------------------------------------------------------------------------------

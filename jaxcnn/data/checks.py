@@ -4,7 +4,8 @@ One pass over the arrays before training, cheap next to an epoch. Errors name th
 example (index and value), since a wrong label or a NaN trains to nonsense without a word.
 
 The input rule: uint8 images are scaled by 1/255 (to [0, 1]); float images are used as given,
-so floats far outside [0, 1] (e.g. 0..255 kept as float) get a warning, once per process.
+so non-negative floats above 1.5 (e.g. pixels 0..255 kept as float) get a warning, once per
+process; floats with negative values (standardized inputs) are taken as deliberately scaled.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from jaxcnn.data.errors import DataError
 
-FLOAT_IMAGE_RANGE = (0.0, 1.5)  # float images outside this get the warning
+FLOAT_IMAGE_RANGE = (0.0, 1.5)  # non-negative float images above 1.5 get the warning
 _CHUNK = 1 << 22  # elements per pass: bounds the temporary masks for large float arrays
 _warned_range = False
 
@@ -30,7 +31,7 @@ def _first(mask: np.ndarray) -> int:
 
 def check_images(x: np.ndarray, what: str) -> None:
     """DataError for NaN/inf in float images (naming the first bad example); warn once when
-    float images lie outside [0, 1.5] (they are used as given: no 1/255 scaling for floats)."""
+    non-negative float images go above 1.5 (floats are used as given: no 1/255 scaling)."""
     global _warned_range
     if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
         return
@@ -46,7 +47,9 @@ def check_images(x: np.ndarray, what: str) -> None:
             raise DataError(f"{what}: image {row} holds {value} (NaN/inf in the inputs): fix or drop "
                             "that example before training")
         lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
-    if not _warned_range and (lo < FLOAT_IMAGE_RANGE[0] or hi > FLOAT_IMAGE_RANGE[1]):
+    # Non-negative floats past 1.5 look like unscaled pixels; data with negative values (e.g.
+    # standardized spectrograms) was evidently preprocessed on purpose and passes quietly.
+    if not _warned_range and lo >= FLOAT_IMAGE_RANGE[0] and hi > FLOAT_IMAGE_RANGE[1]:
         _warned_range = True
         warnings.warn(f"{what}: float images range over [{lo:g}, {hi:g}], outside [0, 1.5]; float inputs "
                       "are used as given (only uint8 is scaled by 1/255): divide by 255 if they are "
