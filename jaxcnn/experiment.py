@@ -489,6 +489,8 @@ FIELD_CHECKS: dict[str, Callable] = {
     "precision": _one_of("auto", "bf16", "bfloat16", "f16", "float16", "fp16", "f32", "fp32", "float32"),
     "strategy": _one_of(None, "jit", "pmap"),
     "checkpoint_best_mode": _one_of("min", "max"),
+    "resize": lambda v: None if v is None or (isinstance(v, (tuple, list)) and len(v) == 2 and all(
+        isinstance(n, int) and n >= 1 for n in v)) else "must be two positive integers (height, width)",
 }
 
 # The documented flags, each a shorthand for `--set FIELD=VALUE` (same conversion, same checks):

@@ -128,6 +128,7 @@ def test_set_any_field_typed_from_the_dataclass():
     (["--seed", "-3"], r"argument --seed: must be 0 or more"),
     (["--fake-devices", "0"], r"argument --fake-devices: must be a positive integer, got 0"),
     (["--road", "fast"], r"argument --road: must be one of auto, pipeline, device"),
+    (["--set", "resize=abc"], r"resize: must be two positive integers \(height, width\), got \('abc',\)"),
 ])
 def test_bad_flags_are_refused_at_parse_time(argv, match, capsys):
     with pytest.raises(SystemExit) as e:
