@@ -136,7 +136,8 @@ def export_onnx(predictor, path: str, opset: int = 17) -> str:
         lite = export_tflite(predictor, os.path.join(tmp, "model.tflite"))
         proto, _ = tf2onnx.convert.from_tflite(lite, opset=opset)
     inp = proto.graph.input[0]
-    inp.type.tensor_type.shape.dim[0].dim_param = "batch"  # tf2onnx names it unk__N
+    for vi in (inp, proto.graph.output[0]):
+        vi.type.tensor_type.shape.dim[0].dim_param = "batch"  # tf2onnx names it unk__N
     _rename_io(proto, inp.name, INPUT_NAME)
     _rename_io(proto, proto.graph.output[0].name, OUTPUT_NAME)
     _replace(path, lambda tmp: open(tmp, "wb").write(proto.SerializeToString()))

@@ -248,6 +248,8 @@ def test_export_io_names_and_dtypes(predictor, tmp_path):
     inp = proto.graph.input[0]
     assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert inp.type.tensor_type.shape.dim[0].dim_param == "batch"
+    out = proto.graph.output[0]
+    assert out.name == "probabilities" and out.type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
 def test_keras_export_of_a_batchnorm_binary_model(tmp_path):
