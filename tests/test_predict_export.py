@@ -322,3 +322,17 @@ def test_export_cli_checks_on_test_images(run, data_dir, capsys):
     path = captured.out.strip().splitlines()[-1]
     assert path == os.path.join(run, "export", "model.tflite") and os.path.getsize(path) > 0
     assert "checked in its runtime on 8 test images" in captured.err
+
+
+def test_jpeg_is_decoded_as_the_image_loader_did(predictor, test_images, tmp_path):
+    """Lossy files: TensorFlow's decoder (the training loader's), whose rounding Pillow's differs from."""
+    tf = pytest.importorskip("tensorflow")
+    from PIL import Image
+
+    Image.fromarray(test_images[0][1, :, :, 0]).save(tmp_path / "d.jpg", quality=70)
+    pixels = tf.io.decode_image((tmp_path / "d.jpg").read_bytes(), channels=1).numpy()
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "d.jpg"))[..., None], pixels)  # they differ
+    (row,) = predictor.predict_files([str(tmp_path / "d.jpg")], top_k=10)
+    want = predictor.predict(pixels[None])[0]
+    for name, p in row.top:
+        assert p == pytest.approx(float(want[int(name)]), rel=1e-6)
