@@ -78,14 +78,20 @@ def _check_and_copy(dst, src, where: str):
     return jnp.asarray(src, dtype=jnp.result_type(dst))
 
 
-def load_base(variables: Mapping[str, Any], pretrained: Mapping[str, Any], prefix: str = "base"):
+def load_base(variables: Mapping[str, Any], pretrained: Mapping[str, Any], prefix: str | None = "base"):
     """`variables` ({"params", "batch_stats"?}) with `variables[col][prefix]` replaced by the
-    pretrained layers of the same names (e.g. `restore_variables(...)` or `load_keras_h5(...)`).
+    pretrained layers of the same names (e.g. `restore_variables(...)` or `load_keras_h5(...)`);
+    prefix None replaces every layer (a whole imported Keras model).
 
     Extra pretrained layers (a full model's fc1/fc2/predictions) are ignored; a missing layer or
     a shape mismatch raises, naming it.
     """
     out = {k: unfreeze(v) if hasattr(v, "unfreeze") else dict(v) for k, v in variables.items()}
+    if prefix is None:
+        for col in ("params", "batch_stats"):
+            if out.get(col):
+                out[col] = _check_and_copy(out[col], pretrained.get(col, {}), col)
+        return out
     for col in ("params", "batch_stats"):
         if col in out and prefix in out[col]:
             out[col][prefix] = _check_and_copy(out[col][prefix], pretrained.get(col, {}),
@@ -128,13 +134,20 @@ def extract_features(apply_fn: Callable, variables, images, batch_size: int = 32
     return np.concatenate(out)
 
 
-def init_with_pretrained_base(model, input_shape, pretrained, seed: int = 0, prefix: str = "base"):
+def init_with_pretrained_base(model, input_shape, pretrained, seed: int = 0, prefix: str | None = "base"):
     """`model`'s variables (fresh head, seeded) with the base taken from `pretrained`: a folder
-    written by `jaxcnn convert-weights` / `save_variables`, or a variables dict."""
+    written by `jaxcnn convert-weights` / `save_variables`, or a variables dict.
+
+    A model imported from Keras (`jaxcnn import-keras`, `get_model("keras:FOLDER")`) has no
+    `base`: from its own folder it takes every layer (prefix None), head included.
+    """
     from jaxcnn.train.state import init_variables
 
     if not isinstance(pretrained, Mapping):
         from jaxcnn.weights import restore_variables
 
         pretrained = restore_variables(pretrained)
-    return load_base(init_variables(model, input_shape, seed), pretrained, prefix)
+    variables = init_variables(model, input_shape, seed)
+    if prefix == "base" and "base" not in variables.get("params", {}) and type(model).__name__ == "KerasGraph":
+        prefix = None
+    return load_base(variables, pretrained, prefix)

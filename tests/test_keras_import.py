@@ -296,6 +296,15 @@ def test_import_keras_cli_and_reload(saved, tmp_path, capsys):
     model, variables = load_imported(out)
     _close(jax.nn.softmax(model.apply(variables, s["x"])), s["ref"])
     assert read_metadata(out)["output_activations"] == ["softmax"]
+    # As the experiment runner builds it: model "keras:FOLDER", pretrained FOLDER.
+    from jaxcnn.transfer import init_with_pretrained_base
+
+    named = get_model(f"keras:{out}", num_classes=3)
+    assert named.spec == model.spec
+    restored = init_with_pretrained_base(named, s["x"].shape[1:], str(out))
+    _close(jax.nn.softmax(named.apply(restored, s["x"])), s["ref"])
+    with pytest.raises(ValueError, match="3 outputs, the data 10 classes"):
+        get_model(f"keras:{out}", num_classes=10)
 
 
 # ---------------------------------------------------------------- route 2: weights into our models
@@ -425,6 +434,12 @@ def test_damaged_files_name_the_file(saved, tmp_path, capsys):
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes(open(saved("mnist_cnn")["files"]["keras"], "rb").read()[:5000])
     _cli_refuses(capsys, ["import-keras", str(truncated), str(tmp_path / "o")], "truncated.keras")
+    garbled = tmp_path / "garbled.keras"
+    with zipfile.ZipFile(saved("mnist_cnn")["files"]["keras"]) as z, zipfile.ZipFile(garbled, "w") as out:
+        out.writestr("config.json", z.read("config.json"))
+        out.writestr("model.weights.h5", b"not an HDF5 file")
+    _cli_refuses(capsys, ["import-keras", str(garbled), str(tmp_path / "o")], "garbled.keras")
+    _cli_refuses(capsys, ["convert-weights", "mnist_cnn", str(garbled), str(tmp_path / "o")], "garbled.keras")
     # A weights-only file has no architecture to import.
     _cli_refuses(capsys, ["import-keras", saved("mnist_cnn")["files"]["weights"], str(tmp_path / "o")],
                  "mnist_cnn.weights.h5", "convert-weights")

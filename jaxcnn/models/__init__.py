@@ -28,7 +28,15 @@ def register_model(name: str):
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
-    """Build the registered model `name` with keyword overrides (e.g. num_classes)."""
+    """Build the registered model `name` with keyword overrides (e.g. num_classes).
+
+    `keras:FOLDER` names a Keras model imported with `jaxcnn import-keras FILE FOLDER` (its
+    module; the variables load through `pretrained=FOLDER` / `init_with_pretrained_base`).
+    """
+    if name.startswith("keras:"):
+        from jaxcnn.weights.keras_model import imported_module
+
+        return imported_module(name[len("keras:"):], **kwargs)
     try:
         ctor = _REGISTRY[name]
     except KeyError:

@@ -22,6 +22,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -146,10 +147,13 @@ def read_keras_h5(path) -> tuple[dict[str, list[tuple[str | None, np.ndarray]]],
         raise FileNotFoundError(f"Keras weight file not found: {path}")
     source = path
     if zipfile.is_zipfile(path):  # a Keras 3 `.keras` archive: its weights are model.weights.h5
-        with zipfile.ZipFile(path) as z:
-            if "model.weights.h5" not in z.namelist():
-                raise WeightConversionError(f"{path}: a zip archive without model.weights.h5")
-            source = io.BytesIO(z.read("model.weights.h5"))
+        try:
+            with zipfile.ZipFile(path) as z:
+                if "model.weights.h5" not in z.namelist():
+                    raise WeightConversionError(f"{path}: a zip archive without model.weights.h5")
+                source = io.BytesIO(z.read("model.weights.h5"))
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            raise WeightConversionError(f"{path}: damaged .keras archive ({type(e).__name__}: {e})") from None
     try:
         f = h5py.File(source, "r")
     except OSError as e:

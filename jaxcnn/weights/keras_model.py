@@ -29,6 +29,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -395,7 +396,7 @@ def read_keras_model(path) -> tuple[dict, dict, str]:
             config = json.loads(_decode(f.attrs["model_config"]))
             spec = keras_spec(config, path)
             return config, _read_k2(f["model_weights"], spec, path), "keras2"
-    except (KeyError, RuntimeError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    except (KeyError, RuntimeError, ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
         if isinstance(e, WeightConversionError):
             raise
         raise WeightConversionError(f"{path}: damaged Keras file ({type(e).__name__}: {e})") from None
@@ -566,3 +567,33 @@ def _leaves(tree):
             yield from _leaves(v)
         else:
             yield v
+
+
+def imported_module(path, num_classes: int | None = None, **kwargs) -> KerasGraph:
+    """The module saved by `import_keras` at `path` (`get_model("keras:PATH")`).
+
+    num_classes, if given (the experiment runner passes the dataset's), must equal the model's
+    output width: an imported architecture is taken as it is.
+    """
+    from jaxcnn.weights.store import read_metadata
+
+    meta = read_metadata(path)
+    if meta.get("arch") != "keras" or "keras_spec" not in meta:
+        raise WeightConversionError(f"{os.fspath(path)}: not a folder written by `jaxcnn import-keras`")
+    bad = sorted(k for k in kwargs if k != "bn_axis_name")
+    if bad:
+        raise ValueError(f"keras:{os.fspath(path)}: an imported model takes no options ({', '.join(bad)})")
+    spec = meta["keras_spec"]
+    model = KerasGraph(json.dumps(spec, sort_keys=True), kwargs.get("bn_axis_name"))
+    if num_classes is not None:
+        import jax
+        import jax.numpy as jnp
+
+        shapes = [[32 if d is None else d for d in s] for s in spec["input_shapes"]]
+        out = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *[jnp.zeros((1, *s)) for s in shapes]))
+        out = jax.eval_shape(lambda v: model.apply(v, *[jnp.zeros((1, *s)) for s in shapes]), out)
+        width = out.shape[-1]
+        if width not in (num_classes, 1):
+            raise ValueError(f"keras:{os.fspath(path)}: the model has {width} outputs, the data "
+                             f"{num_classes} classes")
+    return model
