@@ -409,14 +409,14 @@ def prepare_workdir(config: ExperimentConfig, workdir: str, fresh: bool = False)
 
     path = os.path.abspath(workdir)
     writer = jax.process_index() == 0
-    if fresh and os.path.isdir(path) and os.listdir(path):
-        if writer:
+    if fresh:
+        if writer and os.path.isdir(path) and os.listdir(path):
             aside = f"{path.rstrip(os.sep)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
             while os.path.exists(aside):
                 aside += "-1"
             os.rename(path, aside)
             print(f"{config.name}: --fresh: moved the previous run to {aside}", file=sys.stderr)
-        if jax.process_count() > 1:
+        if jax.process_count() > 1:  # every process, whatever it saw: the others wait for the move
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("jaxcnn-fresh-workdir")
