@@ -336,3 +336,25 @@ def test_jpeg_is_decoded_as_the_image_loader_did(predictor, test_images, tmp_pat
     want = predictor.predict(pixels[None])[0]
     for name, p in row.top:
         assert p == pytest.approx(float(want[int(name)]), rel=1e-6)
+
+
+@pytest.mark.parametrize("name,kwargs,shape", [
+    ("mnist_simple", {"dense_units": 8}, (12, 12, 1)),
+    ("mnist_cnn3", {"dense_units": 8}, (20, 20, 1)),
+    ("mnist_cnn_dropout", {"dense_units": 8}, (14, 14, 1)),
+    ("cifar10_cnn", {}, (10, 10, 3)),  # SAME and VALID convolutions
+    ("cifar10_mlp", {"hidden": (16, 8)}, (6, 6, 3)),
+])
+def test_keras_layers_match_each_registered_model(name, kwargs, shape):
+    _require("keras")
+    from jaxcnn.model_card import make_card
+    from jaxcnn.predict import Predictor
+    from jaxcnn.train import Trainer
+
+    card = make_card(model=name, model_kwargs={"num_classes": 5, **kwargs}, input_shape=shape,
+                     input_dtype=np.uint8, class_names="abcde", loss="sparse_categorical_crossentropy")
+    trainer = Trainer(card.build_model(), shape, optimizer="sgd", compute_dtype="f32", seed=1)
+    predictor = Predictor(card, trainer, "random", None)
+    x = np.random.default_rng(0).integers(0, 256, (6, *shape), dtype=np.uint8)
+    got = np.asarray(export.keras_model(predictor)(x, training=False))  # eager: no graph to trace
+    assert export.relative_error(got, predictor.predict(x)) <= 1e-5
