@@ -21,7 +21,6 @@ Two kinds of files:
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import hashlib
 import json
@@ -442,7 +441,8 @@ class CheckpointManager:
         from the next `save` / `wait`; the checkpoints already on disk are left as they are.
         """
         ocp = _ocp()
-        loop = {"jaxcnn_format": FORMAT_VERSION, **loop}
+        # `checksummed`: a restore that finds no checksum record knows it was lost, not never made.
+        loop = {"jaxcnn_format": FORMAT_VERSION, "checksummed": True, **loop}
         if metrics is not None and self.best_metric and self.best_metric not in metrics:
             metrics = None
         self.wait()  # a failure of the previous save is reported as that save's
@@ -596,6 +596,8 @@ class CheckpointManager:
                 try:
                     verified = verify_checksums(self._step_dir(step))  # OSError: not damage
                     restored = self.restore(step, state)
+                    if not verified and restored[1].get("checksummed"):
+                        raise _Corrupt(f"its checksum record {CHECKSUMS_FILE} is missing")
                 except (CheckpointMismatchError, CheckpointFormatError, CheckpointIOError):
                     raise
                 except _Corrupt as e:
