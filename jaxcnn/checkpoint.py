@@ -66,13 +66,14 @@ class CheckpointIOError(CheckpointError, OSError):
     """Reading or writing a checkpoint failed for a reason outside it (permission denied, a missing
     mount, a full disk): nothing is moved or deleted; fix the cause and rerun.
 
-    `filename` is the path, `errno` / `strerror` the operating system's error.
+    `path` is the file or folder, `errno` / `strerror` the operating system's error; the message
+    names both and what was being done (`filename` stays None, so it is printed as written).
     """
 
     def __init__(self, message: str, path: str | None = None, os_errno: int | None = None,
                  strerror: str | None = None):
         super().__init__(message)
-        self.filename, self.errno, self.strerror = path, os_errno, strerror
+        self.path, self.errno, self.strerror = path, os_errno, strerror
 
     def __str__(self) -> str:
         return self.args[0]
