@@ -288,6 +288,27 @@ def test_resnet50_base_nested_in_a_functional_model(tmp_path, cifar):
     _close(jax.nn.softmax(ours.apply(v, x)), ref)
 
 
+@pytest.mark.parametrize("net", ["cnn_lstm", "vgg16_transfer_c"])
+def test_keras3_files_without_layer_names(net, saved, tmp_path):
+    """Early Keras 3 files lack the `name` attributes: objects are matched by their class counters."""
+    src = saved(net)["files"]["keras"]
+    dst = tmp_path / f"{net}_nameless.keras"
+    with zipfile.ZipFile(src) as z:
+        weights = tmp_path / "model.weights.h5"
+        weights.write_bytes(z.read("model.weights.h5"))
+        with h5py.File(weights, "a") as f:
+            f.visititems(lambda key, obj: obj.attrs.__delitem__("name")
+                         if isinstance(obj, h5py.Group) and key.endswith("vars") and "name" in obj.attrs else None)
+        with zipfile.ZipFile(dst, "w") as out:
+            for name in z.namelist():
+                out.writestr(name, weights.read_bytes() if name == "model.weights.h5" else z.read(name))
+    _, a = from_keras(src)
+    _, b = from_keras(dst)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_import_keras_cli_and_reload(saved, tmp_path, capsys):
     s = saved("cnn_lstm")
     out = tmp_path / "imported"

@@ -256,7 +256,7 @@ def keras_spec(config: dict, source: str = "<keras model>") -> dict:
         for ref in inputs:
             input_shapes.append(_input_shape(by_name[ref[0]]["config"]))
     return {"name": name, "inputs": inputs, "outputs": outputs, "layers": layers,
-            "input_shapes": input_shapes}
+            "input_shapes": input_shapes, "sequential": cls == "Sequential"}
 
 
 def _strip_output_activations(spec: dict) -> list[str]:
@@ -302,7 +302,8 @@ def _read_k3(group, spec: dict) -> dict:
     if not names:  # early Keras 3: object names from class names, numbered in layer order
         counts: dict[str, int] = {}
         layer_list = spec["layers"] if spec is not None else []
-        input_names = [] if spec is None else [r[0] for r in spec["inputs"]]
+        # A functional model saves its InputLayers as objects too; a Sequential model does not.
+        input_names = [] if spec is None or spec.get("sequential") else [r[0] for r in spec["inputs"]]
         for lname, cls in [(n, "InputLayer") for n in input_names] + [(x["name"], x["class"]) for x in layer_list]:
             base = _snake("Functional" if cls == "Model" else cls)
             i = counts.get(base, 0)
