@@ -103,7 +103,36 @@ def _cmd_augment_preview(args) -> int:
     return 0
 
 
+def _cmd_prepare(args) -> int:
+    from jaxcnn.data.records import prepare
+
+    manifest = prepare(args.source, args.out, image_size=args.image_size, color_mode=args.color_mode,
+                       on_error=args.on_error, limit=args.limit, shard_size=args.shard_size,
+                       data_dir=args.data_dir, progress=not args.quiet)
+    counts = ", ".join(f"{s} {v['num_examples']}" for s, v in manifest["splits"].items())
+    print(f"{args.out}: {counts} examples of {tuple(manifest['image_shape'])}, "
+          f"{len(manifest['class_names'])} classes (train with --data prepared:{args.out})")
+    return 0
+
+
 def _add_tools(sub) -> None:
+    p = sub.add_parser("prepare", help="write a dataset once as ArrayRecord shards, streamed in training",
+                       description="Decode (and resize) a dataset into ArrayRecord shards with labels, class "
+                                   "names and a manifest (counts, sha256); rerun the same command to "
+                                   "continue an interrupted preparation. Read it with prepared:DIR.")
+    p.add_argument("source", help="image_folder:PATH (folder or .tar.gz), tfds:NAME or a dataset name (mnist)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--image-size", type=positive_int, nargs="+", metavar="N",
+                   help="resize to N (square) or H W; without it all images must share one size")
+    p.add_argument("--color-mode", choices=("rgb", "grayscale", "rgba"), default="rgb",
+                   help="channels of image-folder images (default rgb)")
+    p.add_argument("--on-error", choices=("skip", "raise"), default="skip",
+                   help="undecodable images: skip them (counted in the manifest) or fail")
+    p.add_argument("--limit", type=positive_int, help="at most N examples per split (spread over classes)")
+    p.add_argument("--shard-size", type=positive_int, default=4096, help="examples per record file")
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_cmd_prepare)
     p = sub.add_parser("augment-preview", help="a PNG grid of augmented training images",
                        description="Each row: a training image, then augmented copies (seeded).")
     p.add_argument("dataset", help="dataset name, e.g. mnist or cifar10")

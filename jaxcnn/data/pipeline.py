@@ -6,6 +6,10 @@ numpy permutation seeded by (seed, epoch), so it is reproducible, identical acro
 hosts, and resumable mid-epoch. With several processes each one yields its own slice of every
 global batch (`process_index`, `process_count`).
 
+`x` may also be a random-access source (`jaxcnn.data.records.PreparedSplit`): each batch's
+indices are then read from disk (in a background thread for numpy, in tf.data's map for tf),
+the same indices as for an array, so every process reads only the records of its own slice.
+
 Training batches drop the ragged remainder (a fixed shape never retraces the step). Evaluation
 batches cover every example exactly once: the last batch is padded and `mask` is 0 on padding.
 """
@@ -14,11 +18,14 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from typing import Callable, Iterator
 
 import numpy as np
 
 from jaxcnn.data.errors import DataError
+from jaxcnn.data.records import is_source
 
 Batch = dict[str, np.ndarray]
 
@@ -46,6 +53,49 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
     if not shuffle:
         return np.arange(n)
     return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def as_input(x):
+    """`x` as the pipeline takes it: a random-access source as it is, anything else as an array."""
+    return x if is_source(x) else np.asarray(x)
+
+
+def prefetch_thread(batches: Iterator, size: int) -> Iterator:
+    """Yield from `batches`, computed up to `size` ahead in a background thread (errors re-raised)."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, size))
+    stop, done = threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for b in batches:
+                if not put(b):
+                    return
+            put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put(e)
+
+    thread = threading.Thread(target=work, daemon=True, name="jaxcnn-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # the consumer stopped early (or finished): let the thread end
+        stop.set()
+        thread.join()
 
 
 def num_train_steps(n: int, global_batch_size: int) -> int:
@@ -128,20 +178,31 @@ class ArrayPipeline:
         return self._tf_batches(idx, mask, epoch, start_step, augment)
 
     def _numpy_batches(self, idx, mask):
-        for i, m in zip(idx, mask):
-            yield {"image": _normalize_np(self.x[i]), "label": self.y[i], "mask": m}
+        batches = ({"image": _normalize_np(self.x[i]), "label": self.y[i], "mask": m} for i, m in zip(idx, mask))
+        return prefetch_thread(batches, self.prefetch) if is_source(self.x) and self.prefetch else batches
 
     def _tf_batches(self, idx, mask, epoch, start_step, augment):
         tf = import_tf()
-        if self._tf_tensors is None:
-            self._tf_tensors = (tf.constant(self.x), tf.constant(self.y))
-        x_all, y_all = self._tf_tensors
+        if is_source(self.x):
+            source = self.x  # read by index in tf.data's map (the records of this process only)
+            shape, dtype = tuple(source.image_shape), tf.as_dtype(source.dtype)
+
+            def take(i):
+                return tf.ensure_shape(tf.numpy_function(source.read, [i], dtype, stateful=False), (None, *shape))
+        else:
+            if self._tf_tensors is None:
+                self._tf_tensors = tf.constant(self.x)
+            x_all = self._tf_tensors
+
+            def take(i):
+                return tf.gather(x_all, i)
+        y_all = tf.constant(self.y)
         steps = tf.range(start_step, start_step + len(idx), dtype=tf.int64)
         ds = tf.data.Dataset.from_tensor_slices((idx, mask, steps))
         seed, pidx = self.seed, self.process_index
 
         def gather(i, m, step):
-            image = tf.gather(x_all, i)
+            image = take(i)
             image = tf.cast(image, tf.float32) * (1.0 / 255.0) if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
             if augment is not None:
                 # Stateless seed per (run seed, epoch, step, process): reproducible and resumable.

@@ -178,7 +178,12 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, data_dir: str | None = None, **kwargs) -> Dataset:
-    """Load a registered dataset, `tfds:NAME` from TFDS, or `image_folder:PATH` (folder or .tar.gz)."""
+    """Load a registered dataset, `tfds:NAME` from TFDS, `image_folder:PATH` (folder or .tar.gz), or
+    `prepared:DIR` (written by `jaxcnn prepare`: splits read from disk by index, not loaded)."""
+    if name.startswith("prepared:"):
+        from jaxcnn.data.records import load_prepared
+
+        return load_prepared(name[len("prepared:"):], **kwargs)
     if name.startswith("tfds:"):
         return load_tfds(name[5:], data_dir=data_dir, **kwargs)
     if name.startswith("image_folder:"):
@@ -188,7 +193,8 @@ def load_dataset(name: str, data_dir: str | None = None, **kwargs) -> Dataset:
     try:
         loader = _LOADERS[name]
     except KeyError:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}, or tfds:NAME") from None
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}, "
+                        "or tfds:NAME, image_folder:PATH, prepared:DIR") from None
     return loader(data_dir=data_dir, **kwargs)
 
 
