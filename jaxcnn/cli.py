@@ -17,6 +17,7 @@ import os
 import sys
 
 from jaxcnn import errors
+from jaxcnn.launch import DEFAULT_GRACE
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,7 +73,8 @@ def _cmd_launch(args) -> int:
     from jaxcnn.launch import launch
 
     command = args.command_args[1:] if args.command_args[:1] == ["--"] else args.command_args
-    return launch(command, args.processes, args.devices_per_process, port=args.port, timeout=args.timeout)
+    return launch(command, args.processes, args.devices_per_process, port=args.port, timeout=args.timeout,
+                  grace=args.grace)
 
 
 def _add_launch(sub) -> None:
@@ -83,7 +85,10 @@ def _add_launch(sub) -> None:
     p.add_argument("--processes", type=positive_int, required=True, help="number of processes (hosts)")
     p.add_argument("--devices-per-process", type=positive_int, default=1, help="fake CPU devices per process")
     p.add_argument("--port", type=int, help="coordinator port on localhost (default: a free one)")
-    p.add_argument("--timeout", type=float, help="stop all processes after this many seconds")
+    p.add_argument("--timeout", type=positive_float, help="stop all processes after this many seconds")
+    p.add_argument("--grace", type=positive_float, default=DEFAULT_GRACE, metavar="SECONDS",
+                   help="on SIGTERM/Ctrl-C, wait this long for the processes to save and exit before "
+                        f"killing them (default {DEFAULT_GRACE:g})")
     p.add_argument("command_args", nargs=argparse.REMAINDER, help="-- SUBCOMMAND ARGS... or -- script.py ARGS...")
     p.set_defaults(fn=_cmd_launch)
 
@@ -150,35 +155,22 @@ def _add_tools(sub) -> None:
                    help="a whole Keras model (.keras, full .h5) -> a Flax module spec + variables")
 
 
-def _user_errors(fn):
-    """A subcommand whose input errors (no trained run, missing runtime, unusable image) end in one line."""
-    import functools
-
-    @functools.wraps(fn)
-    def run(args):
-        from jaxcnn.data.errors import DataError
-        from jaxcnn.export import ExportError
-        from jaxcnn.model_card import NoTrainedModelError
-        from jaxcnn.predict import ImageError
-
-        try:
-            return fn(args)
-        except (NoTrainedModelError, ExportError, ImageError, DataError) as e:
-            raise SystemExit(f"jaxcnn {args.command}: {e}") from None
-
-    return run
+def checkpoint_choice(raw: str) -> str:
+    """argparse `type=` for --checkpoint: auto, final, best, latest or a step number."""
+    if raw in ("auto", "final", "best", "latest") or raw.isdigit():
+        return raw
+    raise argparse.ArgumentTypeError(f"expected auto, final, best, latest or a step number, got {raw!r}")
 
 
 def _checkpoint_arg(p) -> None:
-    p.add_argument("--checkpoint", default="auto", metavar="WHICH",
+    p.add_argument("--checkpoint", type=checkpoint_choice, default="auto", metavar="WHICH",
                    help="weights: auto (final, else latest checkpoint), final, best, latest, or a step number")
 
 
-@_user_errors
 def _cmd_predict(args) -> int:
     import json
 
-    from jaxcnn.predict import load_predictor, write_csv
+    from jaxcnn.predict import load_predictor, unusable_files, write_csv
 
     predictor = load_predictor(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
     rows = predictor.predict_files(args.paths, top_k=args.top_k, on_error=args.on_error,
@@ -193,13 +185,14 @@ def _cmd_predict(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.to_json() for r in rows], f, indent=2)
-    failed = sum(r.error is not None for r in rows)
+    failed = [r for r in rows if r.error is not None]
+    if failed and len(failed) == len(rows):
+        raise unusable_files(failed, len(rows))  # nothing usable: bad input, exit 2
     if failed:
-        print(f"jaxcnn predict: {failed} of {len(rows)} file(s) could not be used", file=sys.stderr)
-    return 1 if rows and failed == len(rows) else 0
+        print(f"jaxcnn: warning: {len(failed)} of {len(rows)} file(s) could not be used", file=sys.stderr)
+    return 0
 
 
-@_user_errors
 def _cmd_export(args) -> int:
     from jaxcnn import export
     from jaxcnn.predict import load_predictor, load_test_split
@@ -217,7 +210,6 @@ def _cmd_export(args) -> int:
     return 0
 
 
-@_user_errors
 def _cmd_evaluate(args) -> int:
     import json
 
@@ -249,14 +241,14 @@ def _add_use(sub) -> None:
                                    "resized and scaled as the run trained.")
     p.add_argument("workdir", help="the run's folder (e.g. runs/mnist_cnn)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or archives")
-    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
     p.add_argument("--csv", help="also write the results to this CSV file")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--on-error", choices=("list", "skip", "fail"), default="list",
                    help="unreadable or unfitting files: list them (default), skip them, or fail")
     p.add_argument("--convert", action="store_true",
                    help="convert images of another channel count (RGB <-> grayscale) instead of refusing")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _checkpoint_arg(p)
     p.set_defaults(fn=_cmd_predict)
@@ -269,7 +261,7 @@ def _add_use(sub) -> None:
     p.add_argument("workdir", help="the run's folder")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", help="output path (default: WORKDIR/export/savedmodel|model.tflite|model.onnx|model.keras)")
-    p.add_argument("--check", type=int, default=64, metavar="N",
+    p.add_argument("--check", type=non_negative_int, default=64, metavar="N",
                    help="compare with jaxcnn on the first N test images (default 64; 0: no check)")
     p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
     _checkpoint_arg(p)
@@ -281,9 +273,9 @@ def _add_use(sub) -> None:
                                    "confusion.png and errors.png.")
     p.add_argument("workdir", help="the run's folder")
     p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
-    p.add_argument("--limit", type=int, help="only the first N test examples")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--fake-devices", type=int, metavar="K", help="run on K fake CPU devices")
+    p.add_argument("--limit", type=positive_int, help="only the first N test examples")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--fake-devices", type=positive_int, metavar="K", help="run on K fake CPU devices")
     _checkpoint_arg(p)
     p.set_defaults(fn=_cmd_evaluate)
 
@@ -292,6 +284,16 @@ def positive_int(raw: str) -> int:
     from jaxcnn.experiment import positive_int as check
 
     return check(raw)
+
+
+def positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {raw}")
+    return value
 
 
 def non_negative_int(raw: str) -> int:

@@ -32,6 +32,8 @@ import warnings
 
 import numpy as np
 
+from jaxcnn.errors import UsageError
+
 FORMATS = ("savedmodel", "tflite", "onnx", "keras")
 # The modules each format needs, and the extra that installs them.
 REQUIREMENTS = {
@@ -48,7 +50,12 @@ SERVING_PLATFORMS = ("cpu", "cuda", "tpu")
 
 
 class ExportError(RuntimeError):
-    """An export that cannot be made here (a missing runtime, a model Keras has no layers for)."""
+    """An export that failed or cannot be made here."""
+
+
+class ExportUnavailableError(ExportError, UsageError):
+    """A format that cannot be made here: a missing runtime, a model Keras has no layers for (the
+    user's choice to change, so the command line exits 2)."""
 
 
 class ExportMismatchError(ExportError):
@@ -58,11 +65,11 @@ class ExportMismatchError(ExportError):
 def require(fmt: str) -> None:
     """Raise ExportError naming the extra to install when a format's runtime is missing."""
     if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+        raise ExportUnavailableError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     modules, extra = REQUIREMENTS[fmt]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ExportError(f"--format {fmt} needs {', '.join(missing)}, which is not installed: "
+        raise ExportUnavailableError(f"--format {fmt} needs {', '.join(missing)}, which is not installed: "
                           f"pip install '{extra}'")
 
 
@@ -185,7 +192,7 @@ def keras_model(predictor):
     build = builders.get(type(model))
     if build is None:
         known = ", ".join(sorted(c.__name__ for c in builders))
-        raise ExportError(f"--format keras: no Keras layers for model {card.model!r} ({type(model).__name__}); "
+        raise ExportUnavailableError(f"--format keras: no Keras layers for model {card.model!r} ({type(model).__name__}); "
                           f"Keras export covers {known}. Use --format savedmodel or onnx")
     L = keras.layers
     inputs = keras.Input(shape=card.input_shape, dtype=card.input_dtype, name=INPUT_NAME)

@@ -184,7 +184,7 @@ def _stop(procs, grace: float = 5.0, out=None, hurry=lambda: False) -> None:
     for i, p in enumerate(procs):
         if p in alive and p.poll() is None:
             if out is not None:
-                out.write(f"jaxcnn launch: process {i} did not exit within {grace:.0f}s; killing it\n")
+                out.write(f"jaxcnn launch: process {i} did not exit within {grace:g}s; killing it\n")
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:

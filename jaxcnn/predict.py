@@ -181,9 +181,7 @@ class Predictor:
             bar.update()
         bar.close()
         if failed and on_error == "fail":
-            listed = "\n  ".join(p.error for p in failed[:20])
-            raise ImageError(f"{len(failed)} of {len(sources)} file(s) cannot be used:\n  {listed}"
-                             + ("\n  ..." if len(failed) > 20 else ""))
+            raise unusable_files(failed, len(sources))
         results = {}
         if images:
             batch = np.stack(images)
@@ -255,6 +253,15 @@ def _archive_sources(path):
             data = {m.name: t.extractfile(m).read() for m in members}
     for name in sorted(data):
         yield f"{path}:{name}", (lambda b=data[name]: b)
+
+
+def unusable_files(failed: Sequence[Prediction], total: int) -> ImageError:
+    """One line naming the first file that cannot be used (its error) and how many more there are."""
+    more = len(failed) - 1
+    if not more:
+        return ImageError(failed[0].error)
+    return ImageError(f"{failed[0].error} (and {more} more: {len(failed)} of {total} files cannot be used; "
+                      "--on-error list names each)")
 
 
 def load_test_split(card: ModelCard, data_dir: str | None = None, limit: int | None = None):

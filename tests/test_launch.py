@@ -42,14 +42,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start_launcher(tmp_path, mode, grace):
+def _start_launcher(tmp_path, mode, grace, cli=False):
+    """Two processes of JOB under `launch(...)`, or under `jaxcnn launch --grace` with `cli`."""
     script = tmp_path / "job.py"
     script.write_text(JOB)
-    code = ("import sys; from jaxcnn.launch import launch; "
-            f"sys.exit(launch([{str(script)!r}, {str(tmp_path)!r}, {mode!r}], processes=2, grace={grace}))")
+    job = [str(script), str(tmp_path), mode]
+    if cli:
+        command = [sys.executable, "-m", "jaxcnn.cli", "launch", "--processes", "2", "--grace", str(grace), "--", *job]
+    else:
+        command = [sys.executable, "-c", f"import sys; from jaxcnn.launch import launch; "
+                                         f"sys.exit(launch({job!r}, processes=2, grace={grace}))"]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pids, lines = [], []
     for line in proc.stdout:  # both processes running, their handlers installed
         lines.append(line)
@@ -75,13 +79,15 @@ def test_a_signal_reaches_every_process_and_the_launcher_waits_for_their_checkpo
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path):
-    proc, pids, lines = _start_launcher(tmp_path, "ignore", grace=1)
+@pytest.mark.parametrize("cli", [False, True], ids=["launch", "jaxcnn-launch-grace"])
+def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path, cli):
+    grace = 1.5 if cli else 1  # the command line's --grace, not its default of 120 s
+    proc, pids, lines = _start_launcher(tmp_path, "ignore", grace=grace, cli=cli)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     text = "".join(lines) + out
     assert proc.returncode == 143, text
-    assert "process 0 did not exit within 1s; killing it" in text and "process 1 did not exit" in text
+    assert f"process 0 did not exit within {grace}s; killing it" in text and "process 1 did not exit" in text
     assert not any(_alive(p) for p in pids)
 
 

@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from jaxcnn import export, report
+from jaxcnn import errors, export, report
 from jaxcnn.cli import main
 from jaxcnn.model_card import NoTrainedModelError, read_card
 from jaxcnn.predict import ImageError, load_predictor
@@ -172,8 +172,9 @@ def test_predict_cli_writes_csv_and_json(run, test_images, tmp_path, capsys):
     assert main(["predict", run, str(tmp_path), "--on-error", "skip", "--json", str(tmp_path / "s.json"),
                  "--quiet"]) == 0
     assert len(json.load(open(tmp_path / "s.json"))) == 3
-    with pytest.raises(SystemExit, match="1 of 4 file"):
-        main(["predict", run, str(tmp_path), "--on-error", "fail", "--quiet"])
+    capsys.readouterr()
+    assert main(["predict", run, str(tmp_path), "--on-error", "fail", "--quiet"]) == 2
+    _assert_one_line(capsys.readouterr().err, "broken.png: not a readable image")
 
 
 def test_wrong_channel_count_is_refused_or_converted(predictor, test_images, tmp_path):
@@ -200,10 +201,81 @@ def test_checkpoint_choices(run, predictor, test_images):
 def test_no_trained_model_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(NoTrainedModelError, match="no trained model"):
         load_predictor(str(tmp_path))
-    with pytest.raises(SystemExit, match="jaxcnn predict: .*no trained model.*jaxcnn train"):
-        main(["predict", str(tmp_path), "x.png"])
-    with pytest.raises(SystemExit, match="no such folder"):
-        main(["export", str(tmp_path / "nope"), "--format", "savedmodel"])
+    assert main(["predict", str(tmp_path), "x.png"]) == 2
+    _assert_one_line(capsys.readouterr().err, f"{tmp_path}: no trained model", "jaxcnn train")
+    assert main(["export", str(tmp_path / "nope"), "--format", "savedmodel"]) == 2
+    _assert_one_line(capsys.readouterr().err, f"{tmp_path / 'nope'}: no such folder")
+
+
+# -- the command line's errors: one line and an exit status, the traceback only with --debug --------
+def _assert_one_line(stderr, *needles):
+    """`jaxcnn: error: ...` naming `needles`, then the --debug hint; nothing else, no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and lines[0].startswith("jaxcnn: error: "), stderr
+    assert lines[1] == f"jaxcnn: {errors.HINT}" and "Traceback" not in stderr, stderr
+    for needle in needles:
+        assert needle in lines[0], stderr
+
+
+def _jaxcnn(*argv, env=None):
+    return subprocess.run([sys.executable, "-m", "jaxcnn.cli", *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
+                                            "JAXCNN_DEBUG": "", **(env or {})})
+
+
+def test_use_commands_report_a_workdir_without_a_run_in_one_line(tmp_path):
+    """A folder that holds no trained run: exit 2, one line naming it (predict and export in-process
+    above); --debug shows the traceback instead."""
+    out = _jaxcnn("evaluate", str(tmp_path / "missing"), "--limit", "5")
+    assert out.returncode == 2, out.stderr
+    _assert_one_line(out.stderr, f"{tmp_path / 'missing'}: no such folder")
+    out = _jaxcnn("--debug", "evaluate", str(tmp_path))
+    assert out.returncode == 1 and "Traceback" in out.stderr and "NoTrainedModelError" in out.stderr
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["evaluate", "W", "--limit", "0"], "--limit"),
+    (["evaluate", "W", "--batch-size", "-2"], "--batch-size"),
+    (["evaluate", "W", "--fake-devices", "0"], "--fake-devices"),
+    (["predict", "W", "x.png", "--top-k", "0"], "--top-k"),
+    (["predict", "W", "x.png", "--batch-size", "0"], "--batch-size"),
+    (["predict", "W", "x.png", "--checkpoint", "newest"], "--checkpoint"),
+    (["export", "W", "--format", "onnx", "--check", "-1"], "--check"),
+    (["launch", "--processes", "2", "--grace", "0", "--", "list"], "--grace"),
+    (["launch", "--processes", "2", "--grace", "soon", "--", "list"], "--grace"),
+])
+def test_numeric_flags_are_checked_when_parsed(argv, flag, tmp_path, capsys):
+    """Refused by the parser (exit 2, naming the flag) before any workdir is looked at."""
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "no-run") if a == "W" else a for a in argv])
+    assert e.value.code == 2
+    assert f"argument {flag}: " in capsys.readouterr().err
+
+
+def test_an_unusable_image_is_one_line_naming_the_file(run, test_images, tmp_path):
+    """A wrong-channel image (the only file), an unreadable one with --on-error fail: exit 2."""
+    (tmp_path / "rgb.png").write_bytes(_png(np.repeat(test_images[0][0], 3, axis=-1)))
+    out = _jaxcnn("predict", run, str(tmp_path / "rgb.png"), "--quiet")
+    assert out.returncode == 2, out.stderr
+    _assert_one_line(out.stderr, f"{tmp_path / 'rgb.png'}: 3 channel(s)", "--convert")
+    (tmp_path / "gray.png").write_bytes(_png(test_images[0][1]))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    out = _jaxcnn("predict", run, str(tmp_path), "--on-error", "fail", "--quiet")
+    assert out.returncode == 2, out.stderr
+    _assert_one_line(out.stderr, "broken.png: not a readable image", "and 1 more: 2 of 3 files")
+    with pytest.raises(ImageError, match="broken.png"):  # --debug: the exception itself
+        main(["--debug", "predict", run, str(tmp_path), "--on-error", "fail", "--quiet"])
+
+
+def test_an_export_that_fails_exits_1(run, monkeypatch, capsys, tmp_path):
+    """A failure (the exported model disagrees) is status 1; a bad choice (missing runtime) is 2."""
+    def differs(predictor, fmt, path):
+        raise export.ExportMismatchError(f"{path}: {fmt} outputs differ from jaxcnn's by 0.5")
+
+    monkeypatch.setattr(export, "export", differs)
+    capsys.readouterr()
+    assert main(["export", run, "--format", "savedmodel", "--out", str(tmp_path / "x"), "--check", "0"]) == 1
+    _assert_one_line(capsys.readouterr().err, f"{tmp_path / 'x'}: savedmodel outputs differ")
 
 
 def test_model_card_without_weights(run, tmp_path):
@@ -287,15 +359,16 @@ def test_keras_export_refuses_models_without_keras_layers(tmp_path):
         export.export(Predictor(card, trainer, "random", None), "keras", str(tmp_path / "m.keras"))
 
 
-def test_missing_runtime_names_the_extra(run, monkeypatch):
+def test_missing_runtime_names_the_extra(run, monkeypatch, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a))
     with pytest.raises(export.ExportError, match=r"needs tf2onnx.*pip install 'jaxcnn\[export\]'"):
         export.require("onnx")
-    with pytest.raises(SystemExit, match=r"jaxcnn export: --format onnx needs tf2onnx"):
-        main(["export", run, "--format", "onnx"])
+    capsys.readouterr()
+    assert main(["export", run, "--format", "onnx"]) == 2
+    _assert_one_line(capsys.readouterr().err, "--format onnx needs tf2onnx", "jaxcnn[export]")
 
 
 def test_symbolic_batch_traces_through_im2col(monkeypatch):
