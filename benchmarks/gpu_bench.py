@@ -1,42 +1,61 @@
-"""N1 on MNIST on one accelerator: jaxcnn's device road vs a plain per-step Flax loop vs PyTorch.
+"""jaxcnn vs PyTorch on one accelerator: N1, the fast MNIST/CIFAR-10 recipes and VGG16.
 
-    bash benchmarks/gpu.sh            # or: python benchmarks/gpu_bench.py [--epochs 5] [--out gpu.json]
+    bash benchmarks/gpu.sh            # or: python benchmarks/gpu_bench.py --out gpu.json [--smoke]
 
 No TensorFlow needed: MNIST comes from the IDX files (`$JAXCNN_DATA_DIR/mnist` or the copy bundled
-with jaxcnn). Measured, all at batch 128 for `--epochs` epochs unless said:
+with jaxcnn), CIFAR-10 from the JPEG copy in `$JAXCNN_DATA_DIR`.
 
-- `jaxcnn_device_{bf16,f32}`: `Trainer.fit(road="device")`: data on the device, many steps per
-  dispatch; seconds per epoch (the first epoch, which compiles, reported apart), images/second.
-- `jaxcnn_device_bf16_b1024`: the same at batch 1024 (goal: >= 1 million images/s).
-- `time_to_99`: device road, bf16, batch 128, test accuracy checked on the device after every
-  chunk of steps (eval time not counted): training seconds until test accuracy >= 0.99.
-- `plain_flax_loop`: flax TrainState + optax + one `jax.jit` step per batch, batches sliced from
-  host numpy arrays each step (the per-step road without jaxcnn's machinery).
-- `pytorch_{eager,amp_bf16,compile}`: the same net in PyTorch, data on the device, eager f32,
-  autocast bf16, and `torch.compile` (where it works).
-- `ceiling`: measured device memory bandwidth (a large copy) and matmul throughput, and the
-  images/second they allow for N1 under a rough traffic model (see `ceiling()`).
+Every part runs in its own process with its own time limit, all under one budget (`--budget`,
+default 450 s), in order of importance; the JSON file is rewritten after every part (and after
+every record a part emits), so a run that is cut off keeps what it measured. A part that runs
+past its limit leaves {"error": "timeout ..."} and the records it emitted before. Parts:
+
+- `n1_jaxcnn`: `Trainer.fit(road="device")`, N1 MNIST CNN, Adam, f32 and bf16 at batch 32, 128
+  and 1024: seconds per epoch (the first, which compiles, apart), images/second, test accuracy.
+- `time_to_99`: device road, bf16, batch 128; after each chunk of steps the test set is scored on
+  the device (integer correct counts, not timed): training seconds until >= ceil(0.99 n) correct.
+- `ceiling`: measured memory bandwidth and f32/bf16 matmul rates (random operands), and the N1
+  images/second they allow under a rough traffic model.
+- `n1_pytorch`: the same net in PyTorch, data on the device: f32 eager, bf16 autocast eager,
+  f32 and bf16 under `torch.compile`.
+- `mnist_fast`, `mnist_fast_pytorch`, `cifar10_fast`, `cifar10_fast_pytorch`: the record-style
+  recipes (jaxcnn.speedrun) and their PyTorch twins: training seconds to the target accuracy.
+- `vgg16`, `vgg16_pytorch`: VGG16 at 224x224, feature extraction and fine-tuning, at a GPU-sized
+  batch, against the measured matmul rate.
+- `plain_flax_loop`: flax TrainState + optax + one `jax.jit` step per batch from host arrays.
+
+The summary compares like with like: jaxcnn bf16 with PyTorch autocast bf16, f32 with f32
+(eager and compiled), at the same batch size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # PyTorch shares the GPU
 
 import numpy as np  # noqa: E402
+
+from jaxcnn.speedrun import required_correct  # noqa: E402  (ceil(target * n), exactly)
 
 # N1 per image: forward activations (conv1 26x26x32, pool 13x13x32, conv2 11x11x64, pool 5x5x64,
 # dense 64, logits 10) and forward multiply-adds x2 (conv1, conv2, dense1, logits).
 N1_ACTIVATIONS = 26 * 26 * 32 + 13 * 13 * 32 + 11 * 11 * 64 + 5 * 5 * 64 + 64 + 10
 N1_FORWARD_FLOPS = 2 * (26 * 26 * 32 * 9 + 11 * 11 * 64 * 288 + 1600 * 64 + 64 * 10)
+
+ALLOW_CPU_ENV = "JAXCNN_GPU_BENCH_ALLOW_CPU"
 
 
 def load_mnist(limit=None):
@@ -55,25 +74,39 @@ def sync(tree):
     jax.block_until_ready(tree)
 
 
-def jaxcnn_device(data, epochs, batch_size, precision, steps_per_call):
+def _steady(secs):
+    return float(np.median(secs[1:])) if len(secs) > 1 else secs[0]
+
+
+# -- parts -------------------------------------------------------------------------------------
+def jaxcnn_device(data, epochs, batch_size, precision):
+    """N1 through `Trainer.fit(road="device")`, about 6 dispatches per epoch."""
     from jaxcnn.models import get_model
     from jaxcnn.train import Trainer
 
     x, y, xt, yt = data
+    steps = len(x) // batch_size
+    k = max(1, math.ceil(steps / 6))
     t = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam", compute_dtype=precision, data_backend="numpy")
-    hist = t.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, road="device", steps_per_call=steps_per_call)
+    hist = t.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, road="device", steps_per_call=k)
     secs = hist["seconds"]
-    steady = float(np.median(secs[1:])) if len(secs) > 1 else secs[0]
-    n = len(x) // batch_size * batch_size
+    steady = _steady(secs)
     acc = t.evaluate(xt, yt, batch_size=1000)["accuracy"]
     return {"epoch_seconds": [round(s, 4) for s in secs], "steady_epoch_seconds": round(steady, 4),
             "train_seconds_all_epochs_after_compile": round(sum(secs[1:]) + steady, 4),
-            "images_per_second": round(n / steady), "test_accuracy": round(acc, 4), "road": t.road,
-            "precision": precision, "batch_size": batch_size, "steps_per_call": steps_per_call}
+            "images_per_second": round(steps * batch_size / steady), "test_accuracy": round(acc, 4),
+            "road": t.road, "precision": precision, "batch_size": batch_size, "steps_per_call": k}
 
 
-def time_to_accuracy(data, batch_size, precision, steps_per_call, target=0.99, max_epochs=10):
-    """Device road; after each chunk, test accuracy on the device (not timed)."""
+def n1_jaxcnn(args, emit):
+    data = load_mnist(args.limit)
+    for batch in args.n1_batches:
+        for precision in ("bf16", "f32"):
+            emit(f"{precision}_b{batch}", jaxcnn_device(data, args.epochs, batch, precision))
+
+
+def time_to_accuracy(data, batch_size, precision, target=0.99, max_epochs=10):
+    """Device road; after each chunk the test set is scored on the device (not timed)."""
     import jax
     import jax.numpy as jnp
 
@@ -84,20 +117,22 @@ def time_to_accuracy(data, batch_size, precision, steps_per_call, target=0.99, m
 
     x, y, xt, yt = data
     t = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam", compute_dtype=precision, data_backend="numpy")
-    road = DeviceRoad(t, x, y, batch_size, steps_per_call=steps_per_call)
+    steps = len(x) // batch_size
+    road = DeviceRoad(t, x, y, batch_size, steps_per_call=max(1, math.ceil(steps / 6)))
     xt_d, yt_d = jax.device_put(xt), jax.device_put(yt)
+    need = required_correct(target, len(yt))
 
     @jax.jit
-    def accuracy(state):
-        logits = predict_logits(state, normalize_images(xt_d), t.compute_dtype)
-        return jnp.mean(logits.argmax(-1) == yt_d)
+    def n_correct(state, images, labels):  # the test set is an argument, not a baked-in constant
+        logits = predict_logits(state, normalize_images(images), t.compute_dtype)
+        return jnp.sum(logits.argmax(-1) == labels, dtype=jnp.int32)
 
-    # compile every chunk shape and the eval on a copy of the state (the chunk donates it), then
-    # start again from the initial state, so no compile is timed
+    # compile every chunk shape and the scoring on a copy of the state (the chunk donates it),
+    # then start again from the initial state, so no compile is timed
     initial = jax.tree.map(jnp.copy, t.state)
     for _, block in road.chunks(0):
         road.run_chunk(block, 0)
-    float(accuracy(t.state))
+    int(n_correct(t.state, xt_d, yt_d))
     t.state = initial
     trained, curve = 0.0, []
     for epoch in range(max_epochs):
@@ -106,15 +141,22 @@ def time_to_accuracy(data, batch_size, precision, steps_per_call, target=0.99, m
             road.run_chunk(block, epoch)
             sync(t.state)
             trained += time.perf_counter() - t0
-            acc = float(accuracy(t.state))
-            curve.append((round(epoch + (lo + len(block)) / road.steps, 3), round(trained, 4), round(acc, 4)))
-            if acc >= target:
-                return {"target": target, "seconds": round(trained, 4), "epochs": curve[-1][0], "curve": curve,
+            correct = int(n_correct(t.state, xt_d, yt_d))
+            curve.append((round(epoch + (lo + len(block)) / road.steps, 3), round(trained, 4), correct))
+            if correct >= need:
+                return {"target": target, "needed_correct": need, "test_examples": len(yt),
+                        "seconds": round(trained, 4), "epochs": curve[-1][0], "curve": curve,
                         "precision": precision, "batch_size": batch_size}
-    return {"target": target, "seconds": None, "curve": curve, "note": f"not reached in {max_epochs} epochs"}
+    return {"target": target, "needed_correct": need, "test_examples": len(yt), "seconds": None,
+            "curve": curve, "note": f"not reached in {max_epochs} epochs"}
 
 
-def plain_flax_loop(data, epochs, batch_size):
+def time_to_99(args, emit):
+    target, epochs = (0.3, 2) if args.smoke else (0.99, 10)
+    emit(None, time_to_accuracy(load_mnist(args.limit), args.batch_size, "bf16", target, epochs))
+
+
+def plain_flax_loop(args, emit):
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -129,8 +171,8 @@ def plain_flax_loop(data, epochs, batch_size):
             x = nn.relu(nn.Dense(64)(x.reshape(x.shape[0], -1)))
             return nn.Dense(10)(x)
 
-    x, y, xt, yt = data
-    model = CNN()
+    x, y, _, _ = load_mnist(args.limit)
+    batch_size, model = args.batch_size, CNN()
     state = train_state.TrainState.create(apply_fn=model.apply, tx=optax.adam(1e-3, eps=1e-7),
                                           params=model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"])
 
@@ -144,7 +186,7 @@ def plain_flax_loop(data, epochs, batch_size):
     step = jax.jit(step, donate_argnums=(0,))
     steps = len(x) // batch_size
     secs = []
-    for epoch in range(epochs):
+    for epoch in range(args.epochs):
         order = np.random.default_rng(epoch).permutation(len(x))
         t0 = time.perf_counter()
         for s in range(steps):
@@ -152,16 +194,19 @@ def plain_flax_loop(data, epochs, batch_size):
             state = step(state, x[rows].astype(np.float32) / 255.0, y[rows])
         sync(state)
         secs.append(time.perf_counter() - t0)
-    steady = float(np.median(secs[1:])) if len(secs) > 1 else secs[0]
-    return {"epoch_seconds": [round(s, 4) for s in secs], "steady_epoch_seconds": round(steady, 4),
-            "images_per_second": round(steps * batch_size / steady), "batch_size": batch_size}
+    steady = _steady(secs)
+    emit(None, {"epoch_seconds": [round(s, 4) for s in secs], "steady_epoch_seconds": round(steady, 4),
+                "images_per_second": round(steps * batch_size / steady), "batch_size": batch_size})
 
 
-def pytorch(data, epochs, batch_size, mode):
+def pytorch_n1(data, epochs, batch_size, mode):
+    """N1 in PyTorch with the data on the device. `mode`: eager_f32 | eager_bf16 | compile_f32 | compile_bf16
+    (bf16: `torch.autocast`, the counterpart of jaxcnn's bf16 compute with float32 params)."""
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     nn = torch.nn
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
@@ -169,40 +214,53 @@ def pytorch(data, epochs, batch_size, mode):
     xd = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)  # uint8 on the device
     yd = torch.from_numpy(y.astype(np.int64)).to(dev)
     lossf = nn.CrossEntropyLoss()
-    fwd = torch.compile(model) if mode == "compile" else model
+    compiled, bf16 = mode.startswith("compile"), mode.endswith("bf16")
+    fwd = torch.compile(model) if compiled else model
 
     def step(rows):
         images = xd[rows].float().div_(255.0)
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev, dtype=torch.bfloat16, enabled=(mode == "amp_bf16")):
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
             loss = lossf(fwd(images), yd[rows])
         loss.backward()
         opt.step()
 
-    steps = len(x) // batch_size
-    secs = []
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), device=dev)
+    def synchronize():
         if dev == "cuda":
             torch.cuda.synchronize()
+
+    steps = len(x) // batch_size
+    secs = []
+    for _ in range(epochs):
+        order = torch.randperm(len(x), device=dev)
+        synchronize()
         t0 = time.perf_counter()
         for s in range(steps):
             step(order[s * batch_size:(s + 1) * batch_size])
-        if dev == "cuda":
-            torch.cuda.synchronize()
+        synchronize()
         secs.append(time.perf_counter() - t0)
     model.eval()
     with torch.no_grad():
         xtd = torch.from_numpy(xt.transpose(0, 3, 1, 2).copy()).to(dev).float() / 255.0
-        acc = float((model(xtd).argmax(1).cpu() == torch.from_numpy(yt.astype(np.int64))).float().mean())
-    steady = float(np.median(secs[1:])) if len(secs) > 1 else secs[0]
+        correct = int((model(xtd).argmax(1).cpu() == torch.from_numpy(yt.astype(np.int64))).sum())
+    steady = _steady(secs)
     return {"epoch_seconds": [round(s, 4) for s in secs], "steady_epoch_seconds": round(steady, 4),
-            "images_per_second": round(steps * batch_size / steady), "test_accuracy": round(acc, 4),
+            "images_per_second": round(steps * batch_size / steady), "test_accuracy": round(correct / len(yt), 4),
             "torch": torch.__version__, "device": dev, "mode": mode, "batch_size": batch_size}
 
 
-def ceiling(smoke=False):
-    """Measured bandwidth and bf16 matmul rate, and the N1 images/s they allow.
+def n1_pytorch(args, emit):
+    data = load_mnist(args.limit)
+    for batch in args.n1_batches:
+        for mode in args.torch_modes:
+            try:
+                emit(f"{mode}_b{batch}", pytorch_n1(data, args.epochs, batch, mode))
+            except Exception as e:  # noqa: BLE001  (torch.compile may be unavailable; keep the others)
+                emit(f"{mode}_b{batch}", _error(e))
+
+
+def ceiling(args, emit):
+    """Measured bandwidth and f32/bf16 matmul rates (random operands), and the N1 images/s they allow.
 
     Traffic model (a floor): per image, the forward writes its activations once and the backward
     reads them and writes and reads their gradients: ~4 x activations x bytes per element. Compute:
@@ -211,101 +269,274 @@ def ceiling(smoke=False):
     import jax
     import jax.numpy as jnp
 
+    smoke = args.smoke
+    key = jax.random.PRNGKey(0)
     n = (1 << 22) if smoke else (1 << 28)  # 16 MiB / 1 GiB of float32
-    a = jnp.ones((n,), jnp.float32)
-    copy = jax.jit(lambda v: v * 1.0001)
-    copy(a).block_until_ready()
-    t0 = time.perf_counter()
+    a = jax.random.normal(key, (n,), jnp.float32)
+    scale = jax.jit(lambda v: v * 1.0001)
+    scale(a).block_until_ready()
     reps = 3 if smoke else 20
+    t0 = time.perf_counter()
     for _ in range(reps):
-        b = copy(a)
+        b = scale(a)
     b.block_until_ready()
     bw = 2 * 4 * n * reps / (time.perf_counter() - t0)
-    m = 1024 if smoke else 8192
-    mat = jnp.ones((m, m), jnp.bfloat16)
+    del a, b
+    m = 512 if smoke else 8192
+    out = {"bandwidth_GBps": round(bw / 1e9, 1)}
     mm = jax.jit(lambda p, q: p @ q)
-    mm(mat, mat).block_until_ready()
+    for name, dtype in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
+        p, q = (jax.random.normal(k, (m, m), jnp.float32).astype(dtype) for k in jax.random.split(key))
+        mm(p, q).block_until_ready()
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            mm(p, q).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+        out[f"{name}_matmul_TFLOPs"] = round(2 * m ** 3 / best / 1e12, 2)
+    out.update({"matmul_size": m, "n1_activations_per_image": N1_ACTIVATIONS,
+                "n1_train_flops_per_image": 3 * N1_FORWARD_FLOPS,
+                "images_per_second_bandwidth_bf16": round(bw / (4 * N1_ACTIVATIONS * 2)),
+                "images_per_second_bandwidth_f32": round(bw / (4 * N1_ACTIVATIONS * 4)),
+                "images_per_second_compute_bf16": round(out["bf16_matmul_TFLOPs"] * 1e12 / (3 * N1_FORWARD_FLOPS))})
+    emit(None, out)
+
+
+def mnist_fast(args, emit):
+    import mnist_fast as bench
+
+    emit(None, bench.run_jax(seed=0, limit=args.limit, smoke=args.smoke))
+
+
+def mnist_fast_pytorch(args, emit):
+    import mnist_fast as bench
+
+    emit(None, bench.run_torch(seed=0, limit=args.limit, smoke=args.smoke))
+
+
+def cifar10_fast(args, emit):
+    import cifar10_fast as bench
+
+    emit(None, bench.run_jax(seed=0, limit=args.limit, smoke=args.smoke))
+
+
+def cifar10_fast_pytorch(args, emit):
+    import cifar10_fast as bench
+
+    emit(None, bench.run_torch(seed=0, limit=args.limit, smoke=args.smoke))
+
+
+def _vgg_args(args, framework):
+    size, batch, iters = (32, 2, 1) if args.smoke else (224, 64, 5)
+    return ["--size", str(size), "--batch", str(batch), "--iters", str(iters), "--modes", "extract,finetune",
+            "--framework", framework] + (["--matmul", "256", "--dtypes", "float32"] if args.smoke else [])
+
+
+def vgg16(args, emit):
+    import vgg16 as bench
+
+    for r in bench.main(_vgg_args(args, "jaxcnn"))["results"]:
+        emit(f"{r['mode']}_{r['dtype']}", r)
+
+
+def vgg16_pytorch(args, emit):
+    import vgg16 as bench
+
+    for r in bench.main(_vgg_args(args, "pytorch"))["results"]:
+        emit(f"{r['mode']}_{r['dtype']}", r)
+
+
+# name -> (function, seconds allowed on a GPU, modules it needs); run in this order.
+PARTS = {
+    "n1_jaxcnn": (n1_jaxcnn, 90, ()),
+    "time_to_99": (time_to_99, 40, ()),
+    "ceiling": (ceiling, 20, ()),
+    "n1_pytorch": (n1_pytorch, 90, ("torch",)),
+    "mnist_fast": (mnist_fast, 35, ()),
+    "mnist_fast_pytorch": (mnist_fast_pytorch, 35, ("torch",)),
+    "cifar10_fast": (cifar10_fast, 60, ()),
+    "cifar10_fast_pytorch": (cifar10_fast_pytorch, 45, ("torch",)),
+    "vgg16": (vgg16, 50, ()),
+    "vgg16_pytorch": (vgg16_pytorch, 40, ("torch",)),
+    "plain_flax_loop": (plain_flax_loop, 25, ()),
+}
+
+
+# -- running the parts -------------------------------------------------------------------------
+def _error(e: BaseException) -> dict:
+    return {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+
+
+def _has(module: str) -> bool:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+        return True
+    except Exception:  # noqa: BLE001  (missing, or broken: either way the part cannot run)
+        return False
+
+
+def write_json(path: str, obj) -> None:
+    """Atomic: a reader (or a cut-off run) sees the previous file or the new one, never half."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run_part_here(name: str, args, out_path: str) -> None:
+    """Child process: run one part, rewriting `out_path` after every record it emits."""
+    record: dict = {}
+
+    def emit(key, value):
+        if key is None:
+            record.update(value)
+        else:
+            record[key] = value
+        write_json(out_path, record)
+
     t0 = time.perf_counter()
-    for _ in range(reps):
-        c = mm(mat, mat)
-    c.block_until_ready()
-    flops = 2 * m ** 3 * reps / (time.perf_counter() - t0)
-    return {"bandwidth_GBps": round(bw / 1e9, 1), "bf16_matmul_TFLOPs": round(flops / 1e12, 1),
-            "n1_activations_per_image": N1_ACTIVATIONS, "n1_train_flops_per_image": 3 * N1_FORWARD_FLOPS,
-            "images_per_second_bandwidth_bf16": round(bw / (4 * N1_ACTIVATIONS * 2)),
-            "images_per_second_bandwidth_f32": round(bw / (4 * N1_ACTIVATIONS * 4)),
-            "images_per_second_compute_bf16": round(flops / (3 * N1_FORWARD_FLOPS))}
+    try:
+        PARTS[name][0](args, emit)
+    except Exception as e:  # noqa: BLE001
+        record.update(_error(e))
+    record["part_seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out_path, record)
+
+
+def run_part(name: str, argv: list, limit: float) -> dict:
+    """Run part `name` in a fresh process for at most `limit` seconds; its record, or what it left."""
+    fd, path = tempfile.mkstemp(prefix=f"gpu_bench_{name}_", suffix=".json")
+    os.close(fd)
+    os.unlink(path)
+    cmd = [sys.executable, os.path.abspath(__file__), "--part", name, "--part-out", path] + argv
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=max(limit, 0.001))
+        status = None if proc.returncode == 0 else f"exit status {proc.returncode}"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        status = f"timeout after {limit:.0f}s"
+    record = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            record = json.load(f)
+        os.unlink(path)
+    if status:
+        record["error"] = status + (f"; {record['error']}" if "error" in record else "")
+        record["log_tail"] = log.decode(errors="replace")[-1500:]
+    record.setdefault("part_seconds", round(time.perf_counter() - t0, 2))
+    return record
+
+
+def _rate(res, part, key):
+    r = res.get(part, {}).get(key)
+    return r.get("images_per_second") if isinstance(r, dict) else None
+
+
+def summarize(res: dict, batches) -> dict:
+    """Ratios of like with like (precision, batch); only where both sides measured."""
+    s: dict = {}
+    jax_rates = [(v.get("images_per_second"), f"n1_jaxcnn.{k}") for k, v in res.get("n1_jaxcnn", {}).items()
+                 if isinstance(v, dict) and v.get("images_per_second")]
+    if jax_rates:
+        best = max(jax_rates)
+        s["best_jaxcnn"], s["best_jaxcnn_images_per_second"] = best[1], best[0]
+    for b in batches:
+        for ours, theirs in (("f32", "eager_f32"), ("f32", "compile_f32"), ("bf16", "eager_bf16"),
+                             ("bf16", "compile_bf16")):
+            a, t = _rate(res, "n1_jaxcnn", f"{ours}_b{b}"), _rate(res, "n1_pytorch", f"{theirs}_b{b}")
+            if a and t:
+                s[f"n1_b{b}_jaxcnn_{ours}_over_pytorch_{theirs}"] = round(a / t, 2)
+    c = res.get("ceiling", {})
+    for b in batches:
+        for p in ("bf16", "f32"):
+            a = _rate(res, "n1_jaxcnn", f"{p}_b{b}")
+            if a and c.get(f"images_per_second_bandwidth_{p}"):
+                s[f"n1_{p}_b{b}_fraction_of_bandwidth_ceiling"] = round(a / c[f"images_per_second_bandwidth_{p}"], 3)
+    for task in ("mnist_fast", "cifar10_fast"):
+        a, t = res.get(task, {}).get("train_seconds_to_target"), res.get(f"{task}_pytorch", {}).get(
+            "train_seconds_to_target")
+        if a and t:
+            s[f"{task}_jaxcnn_over_pytorch_seconds_to_target"] = round(a / t, 3)
+    for key, v in res.get("vgg16", {}).items():
+        t = res.get("vgg16_pytorch", {}).get(key)
+        if isinstance(v, dict) and isinstance(t, dict) and v.get("images_per_s") and t.get("images_per_s"):
+            s[f"vgg16_{key}_jaxcnn_over_pytorch"] = round(v["images_per_s"] / t["images_per_s"], 2)
+    s["goals"] = {
+        ">=1M images/s at batch 1024 bf16": _rate(res, "n1_jaxcnn", "bf16_b1024"),
+        "time to 99.0% < 0.5 s (N1)": res.get("time_to_99", {}).get("seconds"),
+        "mnist_fast to 99.0% < 0.5 s": res.get("mnist_fast", {}).get("train_seconds_to_target"),
+        "cifar10_fast to 94% < 3 s": res.get("cifar10_fast", {}).get("train_seconds_to_target")}
+    return s
+
+
+def check_backend(smoke: bool) -> str:
+    """The JAX backend; exits with a message when it is not a GPU/TPU, unless allowed."""
+    import jax
+
+    backend = jax.default_backend()
+    if backend == "cpu" and not smoke and os.environ.get(ALLOW_CPU_ENV) != "1":
+        sys.exit(f"gpu_bench: JAX sees no GPU (backend 'cpu', devices {jax.devices()}): the CUDA plugin "
+                 f"failed to load or no GPU is visible. Fix jax[cuda] first; --smoke or {ALLOW_CPU_ENV}=1 "
+                 "runs on the CPU anyway.")
+    return backend
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps-per-call", type=int, default=78, help="468 steps/epoch at batch 128 = 6 calls")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128, help="batch of time_to_99 and plain_flax_loop")
+    p.add_argument("--only", default="", help="comma-separated parts to run (default: all)")
     p.add_argument("--skip", default="", help="comma-separated parts to leave out")
+    p.add_argument("--budget", type=float, default=450.0, help="seconds for all parts together")
+    p.add_argument("--limits", default="", help="per-part limits, e.g. n1_jaxcnn=60,ceiling=5")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check the script runs (e.g. on CPU)")
-    p.add_argument("--out")
+    p.add_argument("--out", default="gpu_results.json")
+    p.add_argument("--part", help=argparse.SUPPRESS)
+    p.add_argument("--part-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    skip = set(filter(None, args.skip.split(",")))
+    args.limit = 640 if args.smoke else None
+    args.n1_batches = (32,) if args.smoke else (32, 128, 1024)
+    args.torch_modes = ("eager_f32", "eager_bf16") if args.smoke else (
+        "eager_f32", "eager_bf16", "compile_f32", "compile_bf16")
+    if args.smoke:
+        args.epochs, args.batch_size = 2, 32
+    if args.part:
+        return run_part_here(args.part, args, args.part_out)
+
     import jax
 
-    data = load_mnist(640 if args.smoke else None)
-    epochs, B, K = (2 if args.smoke else args.epochs), args.batch_size, args.steps_per_call
-    if args.smoke:  # 20 steps an epoch on CPU, where scanned convs are slow
-        B, K = 32, 8
-    res = {"device": str(jax.devices()[0]), "jax": jax.__version__, "train_images": len(data[0]),
-           "epochs": epochs, "smoke": args.smoke}
-    parts = {
-        "jaxcnn_device_bf16": lambda: jaxcnn_device(data, epochs, B, "bf16", K),
-        "jaxcnn_device_f32": lambda: jaxcnn_device(data, epochs, B, "f32", K),
-        "jaxcnn_device_bf16_b1024": lambda: jaxcnn_device(data, epochs, 1024 if not args.smoke else 64, "bf16",
-                                                          29 if not args.smoke else 4),
-        "time_to_99": lambda: time_to_accuracy(data, B, "bf16", K, target=0.99 if not args.smoke else 0.3,
-                                               max_epochs=10 if not args.smoke else 2),
-        "plain_flax_loop": lambda: plain_flax_loop(data, epochs, B),
-        "pytorch_eager": lambda: pytorch(data, epochs, B, "eager"),
-        "pytorch_amp_bf16": lambda: pytorch(data, epochs, B, "amp_bf16"),
-        "pytorch_compile": lambda: pytorch(data, epochs, B, "compile"),
-        "ceiling": lambda: ceiling(args.smoke),
-    }
-    for name, fn in parts.items():
-        if name in skip or (name.startswith("pytorch") and not _has("torch")):
-            continue
-        t0 = time.perf_counter()
-        try:
-            res[name] = fn()
-        except Exception as e:  # noqa: BLE001  (one failing part must not lose the others' numbers)
-            res[name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
-        print(f"{name}: {json.dumps(res[name])[:300]} ({time.perf_counter() - t0:.1f}s)", file=sys.stderr, flush=True)
-    best = max((v.get("images_per_second", 0), k) for k, v in res.items() if isinstance(v, dict) and k.startswith("jaxcnn"))
-    summary = {"best_jaxcnn": best[1], "best_jaxcnn_images_per_second": best[0]}
-    for k, v in res.items():
-        if isinstance(v, dict) and v.get("images_per_second") and not k.startswith("jaxcnn"):
-            summary[f"jaxcnn_device_bf16_over_{k}"] = round(
-                res.get("jaxcnn_device_bf16", {}).get("images_per_second", 0) / v["images_per_second"], 2)
-    c = res.get("ceiling", {})
-    if "images_per_second_bandwidth_bf16" in c and "jaxcnn_device_bf16" in res:
-        for k in ("jaxcnn_device_bf16", "jaxcnn_device_bf16_b1024"):
-            if res.get(k, {}).get("images_per_second"):
-                summary[f"{k}_fraction_of_bandwidth_ceiling"] = round(
-                    res[k]["images_per_second"] / c["images_per_second_bandwidth_bf16"], 3)
-    summary["goals"] = {
-        ">=1M images/s at batch 1024 bf16": res.get("jaxcnn_device_bf16_b1024", {}).get("images_per_second"),
-        "5 epochs of N1 < 1 s training (batch 128, bf16)":
-            res.get("jaxcnn_device_bf16", {}).get("train_seconds_all_epochs_after_compile"),
-        "time to 99.0% < 0.5 s": res.get("time_to_99", {}).get("seconds")}
-    res["summary"] = summary
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-
-
-def _has(m):
-    import importlib.util
-
-    return importlib.util.find_spec(m) is not None
+    backend = check_backend(args.smoke)
+    only = set(filter(None, args.only.split(",")))
+    skip = set(filter(None, args.skip.split(",")))
+    unknown = (only | skip) - set(PARTS)
+    if unknown:
+        sys.exit(f"gpu_bench: unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
+    limits = {k: float(v) for k, v in (kv.split("=") for kv in filter(None, args.limits.split(",")))}
+    child_argv = [a for a in (argv if argv is not None else sys.argv[1:])]
+    res = {"device": str(jax.devices()[0]), "backend": backend, "jax": jax.__version__, "epochs": args.epochs,
+           "smoke": args.smoke, "budget_seconds": args.budget, "parts": list(PARTS)}
+    write_json(args.out, res)
+    deadline = time.perf_counter() + args.budget
+    for name, (_, limit, needs) in PARTS.items():
+        if (only and name not in only) or name in skip:
+            res[name] = {"skipped": "not selected"}
+        elif missing := [m for m in needs if not _has(m)]:
+            res[name] = {"skipped": f"{', '.join(missing)} not importable"}
+        elif (left := deadline - time.perf_counter()) < 1:
+            res[name] = {"skipped": "run budget spent"}
+        else:
+            res[name] = run_part(name, child_argv, min(limits.get(name, limit * (4 if args.smoke else 1)), left))
+        res["summary"] = summarize(res, args.n1_batches)
+        write_json(args.out, res)
+        print(f"{name}: {json.dumps(res[name])[:300]}", file=sys.stderr, flush=True)
+    print(json.dumps(res["summary"], indent=2))
+    return res
 
 
 if __name__ == "__main__":

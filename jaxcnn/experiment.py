@@ -64,6 +64,9 @@ class ExperimentConfig:
     finetune: dict | None = None
     # Named sets of field changes, chosen with --variant (e.g. the transfer heads a, b, c).
     variants: dict = dataclasses.field(default_factory=dict)
+    # A jaxcnn.speedrun recipe (name, or {"base": name, **overrides}): train with it instead of
+    # Trainer.fit (config.epochs and batch_size override the recipe's; no checkpoints).
+    speedrun: Any = None
 
 
 # name -> fn(trainer, dataset, config, workdir) -> dict of extra metrics (or None): extra outputs
@@ -241,9 +244,14 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1,
     validation = (ds.x_test, ds.y_test) if config.validate_on_test and not config.validation_split else None
     ckpt = _checkpoint_callback(config, os.path.join(workdir, "checkpoints"), verbose)
     t0 = time.perf_counter()
-    history = trainer.fit(ds.x_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size,
-                          validation_split=config.validation_split, validation_data=validation,
-                          verbose=verbose, callbacks=[ckpt, _progress_recorder(workdir)], **_augment_kwargs(config, trainer, ds.x_train))
+    if config.speedrun is not None:
+        history, extra = _speedrun(config, trainer, ds, verbose)
+    else:
+        extra = {}
+        history = trainer.fit(ds.x_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size,
+                              validation_split=config.validation_split, validation_data=validation,
+                              verbose=verbose, callbacks=[ckpt, _progress_recorder(workdir)],
+                              **_augment_kwargs(config, trainer, ds.x_train))
     if config.finetune:
         trainer, history = _finetune(config, trainer, ds, workdir, validation, verbose)
     train_seconds = time.perf_counter() - t0
@@ -273,6 +281,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1,
         "pretrained": config.pretrained,
         "finetune": config.finetune,
         "best_checkpoint": ckpt.best,  # {"step", "epoch", "value", "metric"}: load_weights(step="best")
+        **extra,
     }
     for name in config.extras:
         metrics.update(EXTRAS[name](trainer, ds, config, workdir) or {})
@@ -299,6 +308,21 @@ def _evaluation_report(trainer, ds, config, workdir) -> dict:
                                        config.loss)
     return report.write_report(workdir, probs, ds.y_test, ds.x_test, ds.class_names, title=config.name,
                                write=_is_writer())
+
+
+def _speedrun(config: ExperimentConfig, trainer, ds, verbose: int):
+    """Train `trainer`'s model with the config's jaxcnn.speedrun recipe; (history, extra metrics)."""
+    from jaxcnn import speedrun
+
+    recipe = dataclasses.replace(speedrun.get_recipe(config.speedrun), epochs=config.epochs,
+                                 batch_size=min(config.batch_size, len(ds.x_train)))
+    state, hist = speedrun.train(trainer.model, ds.x_train, ds.y_train, ds.x_test, ds.y_test, recipe,
+                                 seed=config.seed, precision=config.precision, verbose=verbose)
+    trainer.state, trainer.road = state, "device"
+    history = {k: v for k, v in hist.items() if isinstance(v, list)}
+    trainer.history = history
+    extra = {k: hist[k] for k in ("train_seconds_to_target", "target", "compile_seconds", "recipe")}
+    return history, {f"speedrun_{k}" if k != "recipe" else "speedrun": v for k, v in extra.items()}
 
 
 def _checkpoint_callback(config: ExperimentConfig, directory: str, verbose: int):

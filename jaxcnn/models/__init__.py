@@ -53,3 +53,4 @@ from jaxcnn.models.cnn import (  # noqa: E402,F401
     TUTORIAL_INPUT_SHAPES, BnCNN, Cifar10CNN, Cifar10MLP, CnnLSTM, FrameBaseline, MnistCNN, MnistCNN3,
     MnistSimpleCNN, SpectrogramCNN)
 from jaxcnn.models import resnet, transfer, vgg  # noqa: E402,F401  (VGG16, ResNet50, transfer models)
+from jaxcnn.models import fast  # noqa: E402,F401  (mnist_fast, airbench: jaxcnn.speedrun's networks)
