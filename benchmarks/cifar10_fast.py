@@ -54,7 +54,8 @@ def run_jax(seed=0, limit=None, smoke=False, epochs=None, verbose=0):
 
     x, y, xt, yt = _data(limit)
     recipe = _recipe(epochs, smoke)
-    _, h = speedrun.train(get_model("airbench"), x, y, xt, yt, recipe, seed=seed, verbose=verbose)
+    model = get_model("airbench", **({"widths": (16, 32, 32)} if smoke else {}))
+    _, h = speedrun.train(model, x, y, xt, yt, recipe, seed=seed, verbose=verbose)
     steps = len(x) // recipe.batch_size
     return {"framework": "jaxcnn", "device": str(jax.devices()[0]), "epochs": recipe.epochs,
             "train_seconds_to_target": h["train_seconds_to_target"], "target": recipe.target,

@@ -25,13 +25,15 @@ sys.meta_path.insert(0, _Block())
 '''
 
 
-def _env(tmp_path, blocked):
+def _env(tmp_path, blocked, data_dir=None):
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(BLOCKER)
     env = dict(os.environ, BLOCK_MODULES=",".join(blocked),
                PYTHONPATH=os.pathsep.join([str(site), ROOT, os.environ.get("PYTHONPATH", "")]))
     env.pop(gpu_bench.ALLOW_CPU_ENV, None)
+    if data_dir:
+        env["JAXCNN_DATA_DIR"] = data_dir
     return env
 
 
@@ -41,11 +43,11 @@ def test_blocker_blocks(tmp_path):
     assert r.returncode != 0 and "blocked" in r.stderr
 
 
-def test_smoke_run_writes_every_part(tmp_path):
+def test_smoke_run_writes_every_part(tmp_path, data_dir):
     """No TensorFlow, no torch: each jax part writes its record, torch parts say skipped, a part
     past its time limit leaves a timeout record, and the summary survives missing parts."""
     out = tmp_path / "gpu.json"
-    env = _env(tmp_path, ["tensorflow", "torch"])
+    env = _env(tmp_path, ["tensorflow", "torch"], data_dir)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "gpu_bench.py"), "--smoke",
                         "--out", str(out), "--limits", "plain_flax_loop=0.01"],
                        env=env, capture_output=True, text=True, timeout=900)
