@@ -373,12 +373,15 @@ class _SavesOther:
 # ---------------------------------------------------------------- refusals: one line, file and layer
 
 def _cli_refuses(capsys, argv, *needles):
+    """Exit 2 with the command line's one error line (naming `needles`) and the --debug hint."""
     capsys.readouterr()  # only the command's own output below
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("jaxcnn: error: ") and "Traceback" not in err, err
+    assert "--debug" in lines[1], err
     for needle in needles:
-        assert needle in err, err
+        assert needle in lines[0], err
     return err
 
 

@@ -144,7 +144,7 @@ def read_keras_h5(path) -> tuple[dict[str, list[tuple[str | None, np.ndarray]]],
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Keras weight file not found: {path}")
+        raise FileNotFoundError(f"{path}: no such Keras weight file")
     source = path
     if zipfile.is_zipfile(path):  # a Keras 3 `.keras` archive: its weights are model.weights.h5
         try:
@@ -528,8 +528,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def main_convert(argv=None) -> int:
     """`jaxcnn convert-weights MODEL IN.h5 OUT_DIR` (or `ARCH --download OUT_DIR`)."""
-    import sys
-
+    from jaxcnn.experiment import positive_int
     from jaxcnn.models import list_models
 
     ap = argparse.ArgumentParser(
@@ -548,7 +547,7 @@ def main_convert(argv=None) -> int:
     ap.add_argument("--input-shape", type=_shape, metavar="H,W,C",
                     help="input the file's model was built for (default: the network's tutorial "
                          "input; 224,224,3 for VGG16/ResNet50 models)")
-    ap.add_argument("--num-classes", type=int, help="default: the file's last layer's width")
+    ap.add_argument("--num-classes", type=positive_int, help="default: the file's last layer's width")
     ap.add_argument("--download", action="store_true",
                     help="vgg16/resnet50: fetch the published ImageNet weights with keras.utils.get_file first")
     args = ap.parse_args(argv)
@@ -565,12 +564,9 @@ def main_convert(argv=None) -> int:
         if len(args.paths) != 2:
             ap.error("give IN.h5 and OUT_DIR")
         in_path, out_dir = args.paths
-    try:
-        variables = convert_keras_h5(args.arch, in_path, out_dir, args.include_top, args.input_shape,
-                                     args.num_classes)
-    except (WeightConversionError, FileNotFoundError) as e:
-        print(f"jaxcnn convert-weights: error: {e}", file=sys.stderr)
-        return 2
+    # A WeightConversionError or a missing file goes to the command line's one-line report (exit 2).
+    variables = convert_keras_h5(args.arch, in_path, out_dir, args.include_top, args.input_shape,
+                                 args.num_classes)
     n = sum(int(np.prod(a.shape)) for a in _leaves(variables))
     print(f"{args.arch}: {len(_target_layers(variables))} layers, {n:,} values from {in_path} -> {out_dir}")
     return 0

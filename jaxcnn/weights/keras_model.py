@@ -370,7 +370,7 @@ def read_keras_model(path) -> tuple[dict, dict, str]:
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Keras model file not found: {path}")
+        raise FileNotFoundError(f"{path}: no such Keras model file")
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
@@ -537,7 +537,6 @@ def load_imported(path) -> tuple[KerasGraph, dict]:
 def main_import(argv=None) -> int:
     """`jaxcnn import-keras FILE OUT_DIR`: a whole Keras model as a jaxcnn weights folder."""
     import argparse
-    import sys
 
     ap = argparse.ArgumentParser(
         prog="jaxcnn import-keras",
@@ -549,11 +548,8 @@ def main_import(argv=None) -> int:
     ap.add_argument("--keep-output-activation", action="store_true",
                     help="keep a final softmax/sigmoid (default: drop it, return logits as jaxcnn models do)")
     args = ap.parse_args(argv)
-    try:
-        model, variables = import_keras(args.file, args.out_dir, logits=not args.keep_output_activation)
-    except (WeightConversionError, FileNotFoundError) as e:
-        print(f"jaxcnn import-keras: error: {e}", file=sys.stderr)
-        return 2
+    # A WeightConversionError or a missing file goes to the command line's one-line report (exit 2).
+    model, variables = import_keras(args.file, args.out_dir, logits=not args.keep_output_activation)
     spec = json.loads(model.spec)
     n = sum(int(np.prod(np.shape(a))) for col in variables.values() for a in _leaves(col))
     dropped = [a for a in spec["output_activations"] if a != "linear"]
