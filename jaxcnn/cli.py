@@ -173,8 +173,12 @@ def _cmd_predict(args) -> int:
     from jaxcnn.predict import load_predictor, unusable_files, write_csv
 
     predictor = load_predictor(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
-    rows = predictor.predict_files(args.paths, top_k=args.top_k, on_error=args.on_error,
-                                   convert=args.convert, progress=not args.quiet)
+    # "skip" is "list" with the failed rows left out here, so that nothing usable is still an error.
+    rows = predictor.predict_files(args.paths, top_k=args.top_k, on_error="list" if args.on_error == "skip"
+                                   else args.on_error, convert=args.convert, progress=not args.quiet)
+    failed = [r for r in rows if r.error is not None]
+    if args.on_error == "skip":
+        rows = [r for r in rows if r.error is None]
     for r in rows:
         if r.error:
             print(f"{r.source}: ERROR {r.error}")
@@ -185,10 +189,9 @@ def _cmd_predict(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.to_json() for r in rows], f, indent=2)
-    failed = [r for r in rows if r.error is not None]
-    if failed and len(failed) == len(rows):
-        raise unusable_files(failed, len(rows))  # nothing usable: bad input, exit 2
-    if failed:
+    if failed and not any(r.error is None for r in rows):
+        raise unusable_files(failed, len(failed))  # nothing usable: bad input, exit 2
+    if failed and args.on_error == "list":
         print(f"jaxcnn: warning: {len(failed)} of {len(rows)} file(s) could not be used", file=sys.stderr)
     return 0
 

@@ -253,7 +253,7 @@ def test_numeric_flags_are_checked_when_parsed(argv, flag, tmp_path, capsys):
     assert f"argument {flag}: " in capsys.readouterr().err
 
 
-def test_an_unusable_image_is_one_line_naming_the_file(run, test_images, tmp_path):
+def test_an_unusable_image_is_one_line_naming_the_file(run, test_images, tmp_path, capsys):
     """A wrong-channel image (the only file), an unreadable one with --on-error fail: exit 2."""
     (tmp_path / "rgb.png").write_bytes(_png(np.repeat(test_images[0][0], 3, axis=-1)))
     out = _jaxcnn("predict", run, str(tmp_path / "rgb.png"), "--quiet")
@@ -266,6 +266,10 @@ def test_an_unusable_image_is_one_line_naming_the_file(run, test_images, tmp_pat
     _assert_one_line(out.stderr, "broken.png: not a readable image", "and 1 more: 2 of 3 files")
     with pytest.raises(ImageError, match="broken.png"):  # --debug: the exception itself
         main(["--debug", "predict", run, str(tmp_path), "--on-error", "fail", "--quiet"])
+    capsys.readouterr()
+    assert main(["predict", run, str(tmp_path / "rgb.png"), str(tmp_path / "broken.png"), "--on-error", "skip",
+                 "--quiet"]) == 2  # all left out: nothing was predicted
+    _assert_one_line(capsys.readouterr().err, f"{tmp_path / 'rgb.png'}: 3 channel(s)", "2 of 2 files")
 
 
 def test_an_export_that_fails_exits_1(run, monkeypatch, capsys, tmp_path):
