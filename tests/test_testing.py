@@ -101,7 +101,7 @@ def test_unsynchronized_batchnorm_fails_under_pmap(on_8_devices):
     assert "ok" in on_8_devices["unsynced_bn/jit"]  # sharded jit needs no synchronization
     error = on_8_devices["unsynced_bn/pmap"]["error"]
     assert error.startswith("AssertionError: UnsyncedBn on 8 devices (pmap strategy) differs from 1 device")
-    assert "loss at step 1: " in error and "batch_stats['BatchNorm_0']['var'] (8,): max |diff|" in error
+    assert "loss at step 1: " in error and "batch_stats['BatchNorm_0']['mean'] (8,): max |diff|" in error
     assert "grads['Conv_0']['kernel'] (3, 3, 1, 8)" in error
     assert "are they synchronized?" in error and "bn_axis_name" in error
 
