@@ -84,7 +84,7 @@ def _add_launch(sub) -> None:
                                    "`jaxcnn launch --processes 2 -- train mnist_cnn --epochs 1`.")
     p.add_argument("--processes", type=positive_int, required=True, help="number of processes (hosts)")
     p.add_argument("--devices-per-process", type=positive_int, default=1, help="fake CPU devices per process")
-    p.add_argument("--port", type=int, help="coordinator port on localhost (default: a free one)")
+    p.add_argument("--port", type=port_number, help="coordinator port on localhost (default: a free one)")
     p.add_argument("--timeout", type=positive_float, help="stop all processes after this many seconds")
     p.add_argument("--grace", type=positive_float, default=DEFAULT_GRACE, metavar="SECONDS",
                    help="on SIGTERM/Ctrl-C, wait this long for the processes to save and exit before "
@@ -296,6 +296,13 @@ def positive_float(raw: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {raw}")
+    return value
+
+
+def port_number(raw: str) -> int:
+    value = positive_int(raw)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {value}")
     return value
 
 

@@ -243,6 +243,7 @@ def test_use_commands_report_a_workdir_without_a_run_in_one_line(tmp_path):
     (["export", "W", "--format", "onnx", "--check", "-1"], "--check"),
     (["launch", "--processes", "2", "--grace", "0", "--", "list"], "--grace"),
     (["launch", "--processes", "2", "--grace", "soon", "--", "list"], "--grace"),
+    (["launch", "--processes", "2", "--port", "70000", "--", "list"], "--port"),
     (["convert-weights", "mnist_cnn", "a.h5", "W", "--num-classes", "0"], "--num-classes"),
 ])
 def test_numeric_flags_are_checked_when_parsed(argv, flag, tmp_path, capsys):
