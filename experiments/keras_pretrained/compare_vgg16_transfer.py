@@ -43,7 +43,7 @@ import numpy as np
 
 from experiments.keras_pretrained.make_vgg16_base import DEFAULT_OUT, H5, WEIGHTS_H5, make_base
 from jaxcnn.models.layers import Conv, glorot_uniform, max_pool
-from jaxcnn.models.vgg import TransferHead
+from jaxcnn.models.transfer import TransferHead
 
 PARTS = ("features", "keras", "jaxcnn", "random")
 SIZE = 32
@@ -367,6 +367,8 @@ def report(base_dir, results: dict, r=RECIPE) -> dict:
             "jax": jax.__version__, "data": "CIFAR-10 JPEG copy, 32x32",
             "base": {"how": meta["recipe"]["model"], "classes": meta["recipe"]["classes"],
                      "epochs": meta["recipe"]["epochs"], "train_examples": meta["train_examples"],
+                     "steps_trained": meta.get("steps_trained"), "batch_size": meta["recipe"]["batch_size"],
+                     "test_examples": meta["test_examples"],
                      "test_accuracy_8_classes": round(meta["test_accuracy"], 4),
                      "train_seconds": meta["train_seconds"]},
             "task": {"classes": ["cat", "dog"], **r, "head": "N11 head b"},
