@@ -735,8 +735,25 @@ class _SigtermFlag:
             self._installed = False
 
 
+class _QuietUntrackedMetric(logging.Filter):
+    """Drops Orbax's "Requested `tracked_metric`; did not provide metrics." warning.
+
+    It comes at every mid-epoch save while a best metric is tracked (metrics exist at epoch ends
+    only), which is expected here, and it would break the progress bar.
+    """
+
+    def filter(self, record):
+        return "Requested `tracked_metric`" not in record.getMessage()
+
+
+def _quiet_orbax_warnings() -> None:
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _QuietUntrackedMetric) for f in absl_logger.filters):
+        absl_logger.addFilter(_QuietUntrackedMetric())
+
+
 def _epoch_sums_json(sums):
-    return None if sums is None else {k: float(v) for k, v in sums.items()}
+    return None if sums is None else {k: np.asarray(v, np.float64).tolist() for k, v in sums.items()}
 
 
 class CheckpointCallback:
@@ -762,11 +779,11 @@ class CheckpointCallback:
         self.best: dict | None = None  # {"step", "epoch", "value"} of the best epoch so far
         self._sigterm = _SigtermFlag()
         self._last_saved = None
-        self._step = 0
-        self._at = (0, 0)
+        self._step = 0  # the global step at the last hook
 
     # hooks
     def on_train_begin(self, trainer) -> None:
+        _quiet_orbax_warnings()
         self.manager = CheckpointManager(self.directory, max_to_keep=self.max_to_keep,
                                          best_metric=self.best_metric, best_mode=self.best_mode,
                                          async_save=self.async_save)
@@ -776,10 +793,7 @@ class CheckpointCallback:
         elif self.manager.all_steps():
             raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
                                   f"{self.manager.all_steps()}) and resume=False: use another directory")
-        self._step = int(trainer.state.step)
-        # (epoch, step in epoch) of the last on_step_end: the device road reports once per chunk.
-        self._at = tuple(trainer.resume_point[:2] if trainer.resume_point
-                         else getattr(trainer, "fit_start", (0, 0)))
+        self._step = int(trainer.state.step)  # the loop's position derives from it, resumed or not
         if jax.process_count() == 1:  # with several, JAX's preemption service owns SIGTERM
             self._sigterm.install()
 
@@ -796,11 +810,8 @@ class CheckpointCallback:
 
     def on_step_end(self, trainer, epoch: int, step: int) -> None:
         # The pipeline road calls this after every step, the device road after each chunk of
-        # steps: count the steps advanced, and save once an `every_n_steps` boundary is crossed.
-        last_epoch, last_step = self._at
-        before = self._step
-        self._step += step - last_step if epoch == last_epoch else step
-        self._at = (epoch, step)
+        # steps: save once an `every_n_steps` boundary of the global step is crossed.
+        before, self._step = self._step, trainer.global_step
         if self._preemption():
             self._preempt(trainer, epoch, step)
         if (self.every_n_steps and self._step // self.every_n_steps > before // self.every_n_steps
@@ -814,7 +825,7 @@ class CheckpointCallback:
             better = (self.best is None or (value >= self.best["value"] if self.best_mode == "max"
                                             else value <= self.best["value"]))
             if better:
-                self.best = {"step": int(trainer.state.step), "epoch": epoch + 1, "value": value,
+                self.best = {"step": trainer.global_step, "epoch": epoch + 1, "value": value,
                              "metric": self.best_metric, "mode": self.best_mode}
         preempted = self._sigterm.flag
         if self.save_on_epoch_end or preempted:
@@ -837,16 +848,19 @@ class CheckpointCallback:
         info = getattr(trainer, "fit_info", {})
         for key in ("seed", "steps_per_epoch", "batch_size", "num_examples"):
             have = trainer.seed if key == "seed" else info.get(key)
-            if have is not None and loop.get(key) is not None and loop[key] != have and loop["step_in_epoch"]:
+            # The position in the epoch derives from the global step and the steps per epoch:
+            # those must agree even at an epoch end; the data order only matters mid-epoch.
+            if (have is not None and loop.get(key) is not None and loop[key] != have
+                    and (loop["step_in_epoch"] or key == "steps_per_epoch")):
+                where = "mid-epoch" if loop["step_in_epoch"] else "at an epoch end"
                 raise CheckpointMismatchError(
-                    f"{self.directory}: the checkpoint (step {loop['global_step']}) stopped mid-epoch in a "
+                    f"{self.directory}: the checkpoint (step {loop['global_step']}) stopped {where} in a "
                     f"run with {key}={loop[key]}, this run has {key}={have}: the data order would differ. "
                     "Use the same settings, or another directory for a new run.")
-        trainer.state = state
-        trainer.history = {k: list(v) for k, v in loop.get("history", {}).items()}
-        trainer.resume_point = (int(loop["epoch"]), int(loop["step_in_epoch"]),
-                                None if loop.get("epoch_sums") is None
-                                else {k: np.float64(v) for k, v in loop["epoch_sums"].items()})
+        sums = loop.get("epoch_sums") if loop["step_in_epoch"] else None
+        trainer.restore_run(state, history=loop.get("history", {}),
+                            epoch_sums=None if sums is None else {k: np.asarray(v, np.float64)
+                                                                  for k, v in sums.items()})
         self.best = loop.get("best")
         self.resumed_from = self._last_saved = int(loop["global_step"])
         if self.verbose:
@@ -854,14 +868,14 @@ class CheckpointCallback:
                  f"{loop['epoch'] + 1}, step {loop['step_in_epoch']} of the epoch")
 
     def _save(self, trainer, epoch: int, step_in_epoch: int, metrics: dict | None = None) -> int:
-        global_step = int(trainer.state.step)
+        global_step = trainer.global_step
         if global_step == self._last_saved:
             return global_step
         info = getattr(trainer, "fit_info", {})
         loop = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                 "seed": trainer.seed, **info,
                 "epoch_sums": _epoch_sums_json(trainer.epoch_metric_sums()) if step_in_epoch else None,
-                "history": trainer.history, "best": self.best, "saved_at": time.time()}
+                "history": dict(trainer.history), "best": self.best, "saved_at": time.time()}
         self.manager.save(global_step, trainer.state, json.loads(json.dumps(loop, default=float)),
                           metrics=metrics)
         self._last_saved = global_step

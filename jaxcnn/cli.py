@@ -316,6 +316,28 @@ def non_negative_int(raw: str) -> int:
     return value
 
 
+def _cmd_summary(args) -> int:
+    from jaxcnn.models import TUTORIAL_INPUT_SHAPES, get_model, list_models
+    from jaxcnn.train.summary import model_summary
+
+    if args.model not in list_models():
+        raise SystemExit(f"jaxcnn summary: unknown model {args.model!r}; known: {', '.join(list_models())}")
+    shape = (tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape
+             else TUTORIAL_INPUT_SHAPES.get(args.model))
+    if shape is None:
+        raise SystemExit(f"jaxcnn summary: give --input-shape for {args.model}")
+    print(model_summary(get_model(args.model), shape, flops=not args.no_flops))
+    return 0
+
+
+def _add_summary(sub) -> None:
+    p = sub.add_parser("summary", help="a model's layers, output shapes, parameters and FLOPs (Keras-style)")
+    p.add_argument("model", help="model name (see jaxcnn.models.list_models)")
+    p.add_argument("--input-shape", metavar="H,W,C", help="default: the tutorial's input shape")
+    p.add_argument("--no-flops", action="store_true", help="skip the per-layer FLOPs (faster)")
+    p.set_defaults(fn=_cmd_summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxcnn import experiment
 
@@ -332,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_launch(sub)
     _add_tools(sub)
     _add_use(sub)
+    _add_summary(sub)
     return parser
 
 

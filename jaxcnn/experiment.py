@@ -53,6 +53,16 @@ class ExperimentConfig:
     checkpoint_keep: int = 3
     checkpoint_best: str | None = "val_accuracy"
     checkpoint_best_mode: str = "max"
+    # Training extras (jaxcnn.train): metrics by name; {class: weight}; a learning-rate schedule
+    # (cosine | exponential[:RATE] | piecewise:E=F,... with ,warmup=EPOCHS; see make_schedule);
+    # early stopping on `early_stopping_monitor` after this many epochs without improvement
+    # (the best epoch's weights are kept); TensorBoard event files in workdir/tensorboard.
+    metrics: tuple = ("accuracy",)
+    class_weight: dict | None = None
+    lr_schedule: str | None = None
+    early_stopping_patience: int | None = None
+    early_stopping_monitor: str = "val_loss"
+    tensorboard: bool = True
     extras: tuple = ()  # names in EXTRAS: extra figures an experiment writes
     reported: dict = dataclasses.field(default_factory=dict)
     description: str = ""
@@ -170,17 +180,33 @@ def model_card(config: ExperimentConfig, ds):
 
 
 def build_trainer(config: ExperimentConfig, input_shape, num_classes: int, variables=None,
-                  trainable=None, learning_rate=None):
-    """The config's model and optimizer in a Trainer; `variables` and `trainable` for transfer."""
+                  trainable=None, learning_rate=None, steps_per_epoch: int | None = None,
+                  epochs: int | None = None):
+    """The config's model and optimizer in a Trainer; `variables` and `trainable` for transfer.
+
+    With `config.lr_schedule` the learning rate follows that schedule over `epochs` epochs of
+    `steps_per_epoch` steps (see jaxcnn.train.optim.make_schedule).
+    """
     from jaxcnn.models import get_model
     from jaxcnn.train import Trainer, get_optimizer
+    from jaxcnn.train.optim import default_learning_rate, make_schedule
 
     model = get_model(config.model, **model_kwargs(config, num_classes))
-    tx = get_optimizer(config.optimizer, learning_rate or config.learning_rate)
-    if trainable is not None:
-        from jaxcnn.transfer import make_transfer_optimizer
+    lr = learning_rate or config.learning_rate or default_learning_rate(config.optimizer)
+    if config.lr_schedule and config.lr_schedule != "constant":
+        if not steps_per_epoch:
+            raise ValueError("a learning-rate schedule needs the steps per epoch")
+        lr = make_schedule(config.lr_schedule, lr, steps_per_epoch=steps_per_epoch,
+                           epochs=epochs or config.epochs)
 
-        tx = make_transfer_optimizer(tx, trainable=trainable)
+    def tx(lr):  # a factory: the Trainer knows (and logs, and may change) the learning rate
+        opt = get_optimizer(config.optimizer, lr)
+        if trainable is not None:
+            from jaxcnn.transfer import make_transfer_optimizer
+
+            opt = make_transfer_optimizer(opt, trainable=trainable)
+        return opt
+
     if variables is None and config.pretrained:
         from jaxcnn.transfer import init_with_pretrained_base
 
@@ -190,34 +216,14 @@ def build_trainer(config: ExperimentConfig, input_shape, num_classes: int, varia
                       "from random initialization, so this run does not measure transfer learning",
                       stacklevel=2)
     variables = variables or {}
-    return Trainer(model, input_shape, loss=config.loss, optimizer=tx, seed=config.seed,
+    return Trainer(model, input_shape, loss=config.loss, optimizer=tx, learning_rate=lr, seed=config.seed,
                    params=variables.get("params"), batch_stats=variables.get("batch_stats"),
-                   strategy=config.strategy, compute_dtype=config.precision, road=config.road)
+                   strategy=config.strategy, compute_dtype=config.precision, road=config.road,
+                   metrics=config.metrics)
 
 
-def _augment_fn(spec):
-    if spec in (None, "", "none"):
-        return None
-    from jaxcnn.data.augment import make_tf_augment, parse_augment
-
-    return make_tf_augment(parse_augment(spec))
-
-
-def _augment_kwargs(config: ExperimentConfig, trainer, x) -> dict:
-    """fit's augmentation for the road it will take: tf.data ops on the pipeline, JAX on the device."""
-    if config.augment in (None, "", "none"):
-        return {}
-    from jaxcnn.train import ondevice
-
-    road = ondevice.choose_road(config.road, nbytes=x.nbytes, strategy=trainer.strategy)
-    if road == "device":
-        from jaxcnn.data.augment import make_jax_augment, parse_augment
-
-        return {"device_augment": make_jax_augment(parse_augment(config.augment))}
-    return {"augment": _augment_fn(config.augment)}
-
-
-def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1, fresh: bool = False) -> dict:
+def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int | str = "auto",
+                       fresh: bool = False) -> dict:
     """Train `config` on its dataset, evaluate on the test split, write results into `workdir`.
 
     Writes model.json (what inference needs, jaxcnn.model_card), history.json, metrics.json
@@ -240,7 +246,9 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1,
         from jaxcnn.model_card import write_card
 
         write_card(workdir, model_card(config, ds))
-    trainer = build_trainer(config, ds.input_shape, ds.num_classes, trainable=config.trainable)
+    steps = _steps_per_epoch(config, len(ds.x_train))
+    trainer = build_trainer(config, ds.input_shape, ds.num_classes, trainable=config.trainable,
+                            steps_per_epoch=steps)
     validation = (ds.x_test, ds.y_test) if config.validate_on_test and not config.validation_split else None
     ckpt = _checkpoint_callback(config, os.path.join(workdir, "checkpoints"), verbose)
     t0 = time.perf_counter()
@@ -250,8 +258,9 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1,
         extra = {}
         history = trainer.fit(ds.x_train, ds.y_train, epochs=config.epochs, batch_size=config.batch_size,
                               validation_split=config.validation_split, validation_data=validation,
-                              verbose=verbose, callbacks=[ckpt, _progress_recorder(workdir)],
-                              **_augment_kwargs(config, trainer, ds.x_train))
+                              verbose=verbose,
+                              callbacks=[ckpt, _progress_recorder(workdir), *_callbacks(config, workdir)],
+                              augment=config.augment, class_weight=config.class_weight)
     if config.finetune:
         trainer, history = _finetune(config, trainer, ds, workdir, validation, verbose)
     train_seconds = time.perf_counter() - t0
@@ -287,16 +296,19 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int = 1,
         metrics.update(EXTRAS[name](trainer, ds, config, workdir) or {})
     metrics.update(_evaluation_report(trainer, ds, config, workdir))
     if jax.process_index() == 0:
-        _write_json(os.path.join(workdir, "history.json"), history)
+        _write_json(os.path.join(workdir, "history.json"), dict(history))
         _write_json(os.path.join(workdir, "metrics.json"), metrics)
         viz.plot_history(history, os.path.join(workdir, "curves.png"), title=config.name)
     # Every process calls this: Orbax synchronizes the hosts and writes the replicated params
     # once (primary host).
     checkpoint.save_params(os.path.join(workdir, "params"), trainer.state.params,
                            trainer.state.batch_stats)
-    if verbose and jax.process_index() == 0:
-        print(f"{config.name}: test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f}"
-              f" (tutorial: {config.reported or 'not reported'}); results in {workdir}", file=sys.stderr)
+    if jax.process_index() == 0:  # the result line, also under --quiet (verbose=0)
+        from jaxcnn.train.callbacks import ensure_log_handler, logger
+
+        ensure_log_handler()
+        logger.info("%s: test loss %.4f, test accuracy %.4f (tutorial: %s); results in %s", config.name,
+                    test["loss"], test["accuracy"], config.reported or "not reported", workdir)
     return metrics
 
 
@@ -325,6 +337,30 @@ def _speedrun(config: ExperimentConfig, trainer, ds, verbose: int):
     return history, {f"speedrun_{k}" if k != "recipe" else "speedrun": v for k, v in extra.items()}
 
 
+def _steps_per_epoch(config: ExperimentConfig, n_train: int) -> int:
+    n = int(n_train * (1.0 - config.validation_split)) if config.validation_split else n_train
+    return max(1, n // config.batch_size)
+
+
+def _callbacks(config: ExperimentConfig, workdir: str, phase: str = "") -> list:
+    """The config's callbacks besides checkpoints: early stopping, TensorBoard."""
+    from jaxcnn.train import EarlyStopping
+    from jaxcnn.train.tensorboard import TensorBoard
+
+    out = []
+    if config.early_stopping_patience is not None:
+        out.append(EarlyStopping(config.early_stopping_monitor, patience=config.early_stopping_patience,
+                                 restore_best_weights=True))
+    if config.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            warnings.warn("no TensorBoard logs: the `tensorboard` package is not installed", stacklevel=2)
+        else:
+            out.append(TensorBoard(os.path.join(workdir, "tensorboard" + phase)))
+    return out
+
+
 def _checkpoint_callback(config: ExperimentConfig, directory: str, verbose: int):
     """The config's checkpoint policy (every N steps, keep K, best by a metric) in `directory`."""
     from jaxcnn import checkpoint
@@ -342,13 +378,15 @@ def _finetune(config, trainer, ds, workdir, validation, verbose):
     phase = config.finetune
     tuned = build_trainer(config, ds.input_shape, ds.num_classes,
                           variables={"params": trainer.state.params, "batch_stats": trainer.state.batch_stats},
-                          trainable=phase.get("trainable"), learning_rate=phase.get("learning_rate"))
-    tuned.history = {k: list(v) for k, v in trainer.history.items()}
+                          trainable=phase.get("trainable"), learning_rate=phase.get("learning_rate"),
+                          steps_per_epoch=_steps_per_epoch(config, len(ds.x_train)), epochs=phase.get("epochs", 1))
     ckpt = _checkpoint_callback(config, os.path.join(workdir, "checkpoints_finetune"), verbose)
     history = tuned.fit(ds.x_train, ds.y_train, epochs=phase.get("epochs", 1), batch_size=config.batch_size,
                         validation_split=config.validation_split, validation_data=validation,
-                        verbose=verbose, callbacks=[ckpt], **_augment_kwargs(config, tuned, ds.x_train))
-    return tuned, history
+                        verbose=verbose, callbacks=[ckpt, *_callbacks(config, workdir, "_finetune")],
+                        augment=config.augment, class_weight=config.class_weight)
+    first = trainer.history
+    return tuned, {k: list(first.get(k, [])) + list(history.get(k, [])) for k in dict.fromkeys([*first, *history])}
 
 
 def strict_json(obj, path: str = "") -> tuple[Any, list[str]]:
@@ -534,6 +572,11 @@ FLAG_FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "--checkpoint-every": (("checkpoint_every_steps",), "N",
                            "also checkpoint every N steps (default: at epoch ends only)"),
     "--weights": (("pretrained",), "DIR", "pretrained base: a folder written by `jaxcnn convert-weights`"),
+    "--lr-schedule": (("lr_schedule",), "SPEC",
+                      "learning-rate schedule: cosine | exponential[:RATE] | piecewise:EPOCH=FACTOR,... | "
+                      "constant, optionally ,warmup=EPOCHS (e.g. cosine,warmup=1)"),
+    "--early-stopping": (("early_stopping_patience",), "PATIENCE",
+                         "stop after PATIENCE epochs without a better val_loss; keep the best weights"),
 }
 
 
@@ -600,7 +643,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="a named variant of the recipe (see the experiment's variants)")
     parser.add_argument("--fake-devices", type=positive_int, metavar="K",
                         help="run on K fake CPU devices (rehearse multi-device runs on one CPU)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar or epoch lines; the final result line still prints")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also: JAXCNN_DEBUG=1)")
 
@@ -634,9 +678,11 @@ def run(config: ExperimentConfig, args: argparse.Namespace) -> dict:
     workdir = getattr(args, "workdir", None) or os.path.join("runs", config.name)
     check_workdir(workdir)
     from jaxcnn.parallel import setup
+    from jaxcnn.train.callbacks import plain_stderr_logging
 
     setup(fake_devices=getattr(args, "fake_devices", None))  # fake devices, multi-host start-up
-    return train_and_evaluate(config, workdir, verbose=0 if getattr(args, "quiet", False) else 1,
+    plain_stderr_logging()  # epoch and result lines as they are (some imports configure the root logger)
+    return train_and_evaluate(config, workdir, verbose=0 if getattr(args, "quiet", False) else "auto",
                               fresh=bool(getattr(args, "fresh", False)))
 
 

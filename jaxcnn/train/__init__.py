@@ -1,12 +1,17 @@
-"""Training: TrainState, losses, optimizers, the pure steps and the Keras-like loop."""
+"""Training: TrainState, losses, metrics, optimizers, the pure steps, the Keras-like loop, callbacks."""
 
-from jaxcnn.train.loop import Callback, NonFiniteLossError, Trainer
+from jaxcnn.train.callbacks import Callback, CSVLogger, EarlyStopping, History, ReduceLROnPlateau
+from jaxcnn.train.loop import NonFiniteLossError, Trainer
 from jaxcnn.train.losses import LOSSES, get_loss
-from jaxcnn.train.optim import get_optimizer
+from jaxcnn.train.metrics import AUC, Metric, MeanMetric, PerClassAccuracy, get_metric
+from jaxcnn.train.optim import get_optimizer, make_schedule
 from jaxcnn.train.state import TrainState, create_train_state, init_variables
 from jaxcnn.train.step import make_eval_step, make_train_step
+from jaxcnn.train.tensorboard import SummaryWriter, TensorBoard
 
 __all__ = [
-    "LOSSES", "Callback", "NonFiniteLossError", "Trainer", "TrainState", "create_train_state",
-    "get_loss", "get_optimizer", "init_variables", "make_eval_step", "make_train_step",
+    "AUC", "LOSSES", "CSVLogger", "Callback", "EarlyStopping", "History", "MeanMetric", "Metric",
+    "NonFiniteLossError", "PerClassAccuracy", "ReduceLROnPlateau", "SummaryWriter", "TensorBoard",
+    "Trainer", "TrainState", "create_train_state", "get_loss", "get_metric", "get_optimizer",
+    "init_variables", "make_eval_step", "make_schedule", "make_train_step",
 ]

@@ -5,16 +5,17 @@
     history = trainer.fit(x_train, y_train, epochs=5, batch_size=32, validation_data=(x_test, y_test))
     trainer.evaluate(x_test, y_test)
 
-The state stays a pure pytree (`trainer.state`); the loop only feeds batches, keeps metric sums
-on the device and fetches them once per log interval.
+The state stays a pure pytree (`trainer.state`). One epoch loop serves every input road
+(jaxcnn.train.roads): a road yields chunks of steps (one step, or many in a `lax.scan`), the loop
+keeps the metric sums on the device, fetches them once per log, checks for NaN, shows progress and
+calls the callbacks. The global step (`state.step`) is the only cursor: the epoch and the position
+in it derive from it, so a checkpoint restores nothing but the state to resume mid-epoch.
 """
 
 from __future__ import annotations
 
-import math
-import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -22,52 +23,74 @@ import optax
 
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
-from jaxcnn.data.pipeline import ArrayPipeline
 from jaxcnn.data.sources import validation_split as split_last
+from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
 from jaxcnn.train.losses import output_activation
-from jaxcnn.train.optim import get_optimizer
+from jaxcnn.train.metrics import MetricSet
+from jaxcnn.train.optim import default_learning_rate, get_optimizer
 from jaxcnn.train.precision import resolve_compute_dtype
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.step import make_eval_step, make_train_step, predict_logits
 
+__all__ = ["Callback", "NonFiniteLossError", "Trainer"]
 
 class NonFiniteLossError(FloatingPointError):
-    """Training stopped because the loss became NaN or infinite."""
-
-
-class Callback:
-    """Hooks called by `Trainer.fit`; `logs` holds the epoch's metrics."""
-
-    def on_train_begin(self, trainer: "Trainer") -> None: ...
-    def on_step_end(self, trainer: "Trainer", epoch: int, step: int) -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict) -> None: ...
-    def on_train_end(self, trainer: "Trainer") -> None: ...
-
-
-def _means(sums: dict) -> dict:
-    count = max(float(sums["count"]), 1.0)
-    return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
+    """Training stopped because the loss became NaN or infinite (the state is the last finite one)."""
 
 
 def _add(total: dict | None, new: dict) -> dict:
     new = {k: np.asarray(v, np.float64) for k, v in new.items()}
+    if total is not None and set(total) != set(new):
+        # Sums restored from a checkpoint written with other metrics: the resumed epoch's
+        # means then count its new steps only.
+        logger.warning("the checkpoint's epoch sums hold other metrics (%s); counting from here",
+                       ", ".join(sorted(total)))
+        total = None
     return new if total is None else {k: total[k] + new[k] for k in total}
 
 
+def example_weights(y, sample_weight=None, class_weight=None) -> np.ndarray | None:
+    """Per-example weights as Keras forms them: `sample_weight` times `class_weight[label]`.
+
+    Labels are integers, 0/1 floats (binary) or one-hot rows (the class is the argmax); a class
+    missing from `class_weight` weighs 1.
+    """
+    weight = None
+    if sample_weight is not None:
+        weight = np.asarray(sample_weight, np.float32).reshape(-1)
+        if len(weight) != len(y):
+            raise ValueError(f"sample_weight has {len(weight)} entries for {len(y)} examples")
+    if class_weight:
+        y = np.asarray(y)
+        classes = y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(len(y))
+        table = (class_weight if isinstance(class_weight, dict) else dict(enumerate(class_weight)))
+        classes = np.rint(classes).astype(np.int64)
+        lookup = np.ones(max(int(classes.max()), *map(int, table)) + 1, np.float32)
+        lookup[list(map(int, table))] = list(table.values())
+        cw = lookup[classes]
+        weight = cw if weight is None else weight * cw
+    return weight
+
+
 class Trainer:
-    """Holds a model, its loss, optimizer and TrainState; runs jitted steps over array pipelines.
+    """Holds a model, its loss, optimizer and TrainState; runs jitted steps over input roads.
 
     `strategy` places batches and compiles steps: None means the default data-parallel strategy
     over every local device (`jaxcnn.parallel`), which on one device is a plain `jax.jit`.
     """
 
-    def __init__(self, model, input_shape: Sequence[int], loss: str = "sparse_categorical_crossentropy",
-                 optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate: float | None = None,
+    def __init__(self, model, input_shape: Sequence[int], loss="sparse_categorical_crossentropy",
+                 optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate=None,
                  seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype="auto",
-                 data_backend: str = "auto", road: str = "auto"):
+                 data_backend: str = "auto", road: str = "auto", metrics=("accuracy",)):
         self.model, self.loss_name, self.seed = model, loss, seed
+        self.metrics = MetricSet(metrics)
         self.input_shape = tuple(input_shape)
-        self.tx = get_optimizer(optimizer, learning_rate)
+        # A name (Keras defaults), an optax transformation, or a factory `lr -> transformation`;
+        # `learning_rate`: a float or an optax schedule (step -> rate).
+        self._optimizer = optimizer
+        self.learning_rate = learning_rate if learning_rate is not None else default_learning_rate(optimizer)
+        self.tx = self._build_tx(self.learning_rate)
         # "auto": bfloat16 compute on GPU/TPU, float32 on CPU; params and loss stay float32.
         compute_dtype = resolve_compute_dtype(compute_dtype)
         self.default_road = road  # fit's road when it names none: auto | pipeline | device
@@ -81,35 +104,62 @@ class Trainer:
         self.state: TrainState = self.strategy.replicate(
             create_train_state(step_model, self.input_shape, self.tx, seed=seed, params=params,
                                batch_stats=batch_stats))
-        self._train_step = self.strategy.compile_train_step(
-            lambda axis: make_train_step(loss, axis_name=axis, compute_dtype=compute_dtype))
+        self._train_step = self.strategy.compile_train_step(self.make_train_step)
         self._eval_step = self.strategy.compile_eval_step(
-            lambda axis: make_eval_step(loss, axis_name=axis, compute_dtype=compute_dtype))
+            lambda axis: make_eval_step(loss, axis_name=axis, compute_dtype=compute_dtype, metrics=self.metrics))
         self._predict = self.strategy.compile_predict(lambda state, images: output_activation(
             predict_logits(state, images, compute_dtype), loss))
-        self.history: dict[str, list] = {}
+        self.history = History()
         self.stop_training = False
-        # Checkpoint resume (jaxcnn.checkpoint): set by a callback's on_train_begin to
-        # (epoch, step in epoch, the epoch's metric sums so far); fit continues from there.
-        self.resume_point: tuple | None = None
+        self.global_step = 0  # the host's copy of state.step while fit runs (no device sync)
         self.steps_per_epoch: int | None = None
         self.fit_info: dict = {}
-        self.fit_start: tuple[int, int] = (0, 0)
-        self._epoch_sums, self._pending = None, []
+        self.road: str | None = None
+        self.fit_sample = None
+        self._epoch_sums, self._pending, self._restored_sums = None, [], None
 
-    # -- pipelines -----------------------------------------------------------------------------
+    def _build_tx(self, learning_rate):
+        opt = self._optimizer
+        if callable(opt) and not isinstance(opt, optax.GradientTransformation):
+            return opt(learning_rate)
+        return get_optimizer(opt, learning_rate)
+
+    def current_learning_rate(self) -> float | None:
+        """The learning rate of the last step taken (a schedule at its count); None if unknown."""
+        lr = self.learning_rate
+        if callable(lr):
+            return float(lr(max(self.global_step - 1, 0)))
+        return None if lr is None else float(lr)
+
+    def set_learning_rate(self, learning_rate) -> None:
+        """Train on with another learning rate (a float or a schedule); the optimizer state is kept.
+
+        Needs an optimizer given by name or as a factory `lr -> optax transformation`. The step
+        compiles once more for the new rate (rare: ReduceLROnPlateau).
+        """
+        opt = self._optimizer
+        if isinstance(opt, optax.GradientTransformation):
+            raise ValueError("set_learning_rate needs Trainer(optimizer=NAME) or optimizer=lambda lr: "
+                             "optax....(lr); an optax transformation's learning rate is fixed inside it")
+        self.learning_rate = learning_rate
+        self.tx = self._build_tx(learning_rate)
+        self.state = self.state.replace(tx=self.tx)
+
+    def make_train_step(self, axis_name: str | None = None) -> Callable:
+        """This trainer's un-jitted train step (loss, metrics, precision); roads compile it."""
+        return make_train_step(self.loss_name, axis_name=axis_name, compute_dtype=self.compute_dtype,
+                               metrics=self.metrics)
+
+    # -- input ---------------------------------------------------------------------------------
     def _pipeline(self, x, y, batch_size, augment=None):
-        self.strategy.check_batch_size(batch_size)
-        local = self.strategy.local_batch_size(batch_size)
-        backend = self.data_backend
-        if backend == "auto" and augment is None and jax.default_backend() == "cpu":
-            # Same batches; measured on a 2-core CPU, tf.data's threads slowed XLA's step ~1.1-2x.
-            backend = "numpy"
-        return ArrayPipeline(x, y, local, seed=self.seed, backend=backend, augment=augment,
-                             process_index=jax.process_index(), process_count=jax.process_count())
+        """Host batches of (x, y) for this trainer's strategy and backend (jaxcnn.train.roads)."""
+        from jaxcnn.train.roads import host_pipeline
+
+        return host_pipeline(self, x, y, batch_size, augment)
 
     def _check_input(self, x, what, y=None):
-        """Shape, finite values (jaxcnn.data.checks); with `y`, the labels checked for the loss."""
+        """The one check of fit/evaluate/predict inputs: shape, finite values (jaxcnn.data.checks);
+        with `y`, the labels checked for the loss (returned, e.g. (N, 1) squeezed)."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"{what}: images of shape {tuple(x.shape[1:])} do not fit the model's "
                              f"input shape {self.input_shape}")
@@ -122,101 +172,136 @@ class Trainer:
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, validation_split: float | None = None,
-            validation_data=None, augment: Callable | None = None, callbacks: Sequence[Callback] = (),
-            initial_epoch: int = 0, initial_step: int = 0, verbose: int = 1,
+            validation_data=None, augment=None, callbacks: Sequence = (),
+            initial_epoch: int = 0, initial_step: int = 0, verbose: int | str = "auto",
             log_every: int | None = None, road: str | None = None, device_augment: Callable | None = None,
-            steps_per_call: int = 100) -> dict[str, list]:
-        """Train like Keras' `fit`; returns the history (also kept in `self.history`).
+            steps_per_call: int = 100, sample_weight=None, class_weight=None) -> History:
+        """Train like Keras' `fit`; returns a History (also `self.history`), one per call.
 
         `road`: "pipeline" (tf.data/numpy batches, one dispatch per step), "device" (data on the
-        device, `steps_per_call` steps per dispatch, `device_augment(images, key)` in JAX; see
-        jaxcnn.train.ondevice) or "auto" (device on GPU/TPU when the data fits, else pipeline);
-        None: the Trainer's `road`.
+        device, `steps_per_call` steps per dispatch; see jaxcnn.train.ondevice) or "auto"
+        (device on GPU/TPU when the data fits, else pipeline); None: the Trainer's `road`.
+        `augment`: a recipe ("A", "B", "key=value,...": built for the chosen road) or a tf.data
+        callable; `device_augment(images, key)`: a JAX augmentation (device road).
+        `verbose`: 0 silent, 1 progress bar, 2 one line per epoch, "auto" (1 on a terminal, else 2).
 
+        `sample_weight` ([N]) and `class_weight` ({class: weight}, for the training data) weight
+        each example's loss and metrics as in Keras (both given: multiplied);
+        `validation_data` may be `(x, y)` or `(x, y, sample_weight)`.
         `validation_split` takes the LAST fraction of (x, y) before any shuffling, as Keras does.
-        `initial_epoch` / `initial_step` continue a run (used by checkpoint resume).
+        Position: epoch `initial_epoch`, step `initial_step`; a checkpoint callback that restores
+        a later state moves it (the position derives from `state.step`).
         """
+        from jaxcnn.train.roads import eval_batches, make_road
+
         x, y = np.asarray(x), np.asarray(y)
         y = self._check_input(x, "fit", y)
-        verbose = verbose if jax.process_index() == 0 else 0  # one progress display per job
+        verbose = resolve_verbose(verbose) if jax.process_index() == 0 else 0  # one display per job
+        weight = example_weights(y, sample_weight, class_weight)
         if validation_split:
             if validation_data is not None:
                 raise ValueError("give validation_split or validation_data, not both")
-            (x, y), validation_data = split_last(x, y, validation_split)
-        pipe = self._pipeline(x, y, batch_size, augment)
-        val_pipe = None
+            (x, y), (vx, vy) = split_last(x, y, validation_split)
+            validation_data = (vx, vy) if weight is None else (vx, vy, weight[len(x):])
+            weight = None if weight is None else weight[: len(x)]
+        train_road = make_road(self, x, y, batch_size, road=road or self.default_road, augment=augment,
+                               device_augment=device_augment, steps_per_call=steps_per_call,
+                               sample_weight=weight)
+        self.road = train_road.name
+        validate = None
         if validation_data is not None:
             vx, vy = np.asarray(validation_data[0]), np.asarray(validation_data[1])
             vy = self._check_input(vx, "validation_data", vy)
-            val_pipe = self._pipeline(vx, vy, batch_size)
-        steps = pipe.steps_per_epoch()
+            vw = example_weights(vy, validation_data[2] if len(validation_data) > 2 else None)
+            validate = lambda: self._evaluate_batches(eval_batches(self, vx, vy, batch_size, vw))  # noqa: E731
+        steps = train_road.steps_per_epoch
         self.steps_per_epoch = steps
         self.fit_info = {"steps_per_epoch": steps, "batch_size": batch_size, "num_examples": int(len(x))}
-        self.fit_start = (initial_epoch, initial_step)  # where this fit begins (a resume overrides it)
-        from jaxcnn.train import ondevice
-
-        self.road = ondevice.choose_road(road or self.default_road, nbytes=x.nbytes, strategy=self.strategy,
-                                         has_host_augment=augment is not None,
-                                         has_device_augment=device_augment is not None)
-        run_epoch = self._train_epoch
-        if self.road == "device":
-            run_epoch = ondevice.DeviceRoad.for_trainer(self, x, y, batch_size, augment=device_augment,
-                                                        steps_per_call=steps_per_call).train_epoch
+        self.fit_sample = x[:64]  # a few training images for callbacks that show some (TensorBoard)
         log_every = log_every or max(1, min(100, steps // 20))
+        self.history = History(params={"epochs": epochs, "steps": steps, "verbose": verbose,
+                                       "batch_size": batch_size, "road": self.road})
         self.stop_training = False
-        for cb in callbacks:
-            cb.on_train_begin(self)
-        resumed_sums = None
-        if self.resume_point is not None:
-            initial_epoch, initial_step, resumed_sums = self.resume_point
-            self.resume_point = None
-        for epoch in range(initial_epoch, epochs):
-            start = initial_step if epoch == initial_epoch else 0
-            t0 = time.perf_counter()
-            self._epoch_sums, self._pending = (resumed_sums if start else None), []
-            logs = run_epoch(pipe, epoch, epochs, start, steps, log_every, verbose, callbacks)
-            logs["seconds"] = time.perf_counter() - t0
-            if val_pipe is not None:
-                logs.update({f"val_{k}": v for k, v in self._evaluate_pipe(val_pipe).items()})
-            for k, v in logs.items():
-                self.history.setdefault(k, []).append(v)
-            if verbose:
-                line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "seconds")
-                print(f"Epoch {epoch + 1}/{epochs} - {logs['seconds']:.1f}s - {line}", file=sys.stderr, flush=True)
-            for cb in callbacks:
-                cb.on_epoch_end(self, epoch, logs)
-            if self.stop_training:
-                break
-        for cb in callbacks:
-            cb.on_train_end(self)
+        self._restored_sums = None
+        # The run's origin: the global step at which its epoch 0 began.
+        origin = int(self.state.step) - initial_epoch * steps - initial_step
+        cbs = CallbackList(callbacks)
+        cbs.on_train_begin(self)
+        self.global_step = int(self.state.step)  # a callback may have restored a checkpoint
+        if self.global_step < origin:
+            raise ValueError(f"the state's step {self.global_step} lies before this fit's start {origin}")
+        epoch, start = divmod(self.global_step - origin, steps)
+        sums = self._restored_sums if start else None
+        progress = Progress(verbose, epochs, steps)
+        # Fetch metrics at log points only when someone looks; else once per epoch (each fetch
+        # waits for the device, which then idles until the next dispatch).
+        fetch_logs = verbose == 1 or cbs.wants("on_log")
+        try:
+            while epoch < epochs and not self.stop_training:
+                t0 = time.perf_counter()
+                logs = self._run_epoch(train_road, epoch, start, sums, cbs, progress,
+                                       log_every if fetch_logs else None)
+                logs["seconds"] = time.perf_counter() - t0
+                if self.current_learning_rate() is not None:
+                    logs["learning_rate"] = self.current_learning_rate()
+                if validate is not None:
+                    logs.update({f"val_{k}": v for k, v in validate().items()})
+                self.history.record(epoch, logs)
+                progress.end(epoch, logs)
+                cbs.on_epoch_end(self, epoch, logs)
+                epoch, start, sums = epoch + 1, 0, None
+        finally:
+            progress.close()
+        cbs.on_train_end(self)
         return self.history
 
-    def _train_epoch(self, pipe, epoch, epochs, start, steps, log_every, verbose, callbacks) -> dict:
-        from jaxcnn._compat import tqdm
-
-        bar = tqdm(total=steps, initial=start, desc=f"Epoch {epoch + 1}/{epochs}", unit="step",
-                   disable=not verbose, leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-        step = start
-        for batch in pipe.train_batches(epoch, start_step=start):
-            self.state, metrics = self._train_step(self.state, self.strategy.put_batch(batch))
-            self._pending.append(metrics)
-            step += 1
-            for cb in callbacks:
-                cb.on_step_end(self, epoch, step)
-            if step % log_every == 0 or step == steps:
-                means = _means(self.epoch_metric_sums())
-                if not math.isfinite(means["loss"]):
-                    bar.close()
-                    raise NonFiniteLossError(
-                        f"loss became {means['loss']} in epoch {epoch + 1} by step {step}: training stopped. "
-                        "Lower the learning rate, check the inputs for NaN/inf and the labels' range.")
-                bar.set_postfix(loss=f"{means['loss']:.4f}", accuracy=f"{means['accuracy']:.4f}", refresh=False)
-                bar.update(log_every if step % log_every == 0 else step - bar.n)
+    def _run_epoch(self, road, epoch, start, sums, cbs, progress, log_every) -> dict:
+        """One epoch from step `start` over the road's chunks: the one training loop."""
+        steps = road.steps_per_epoch
+        self._epoch_sums, self._pending = sums, []
+        cbs.on_epoch_begin(self, epoch)
+        progress.begin(epoch, start)
+        since_log = 0
+        for first, last, payload in road.train_chunks(epoch, start):
+            self.state, chunk_sums = road.run(self.state, payload)
+            self._pending.append(chunk_sums)
+            self.global_step += last - first
+            since_log += last - first
+            cbs.on_step_end(self, epoch, last)
+            if last == steps or (log_every and since_log >= log_every):
+                logs = self._running_logs(epoch, last)
+                progress.update(last, logs)
+                cbs.on_log(self, self.global_step, logs)
+                since_log = 0
             if self.stop_training:
                 break
-        bar.close()
         totals = self.epoch_metric_sums()
-        return _means(totals) if totals is not None else {"loss": float("nan"), "accuracy": float("nan")}
+        if totals is None:
+            return {k: float("nan") for k in ("loss", *self.metrics.names)}
+        return self.metrics.results(totals)
+
+    def _running_logs(self, epoch: int, step: int) -> dict:
+        """The epoch's means so far (and the learning rate); stops training on a non-finite loss."""
+        logs = self.metrics.results(self.epoch_metric_sums())
+        if self.current_learning_rate() is not None:
+            logs["learning_rate"] = self.current_learning_rate()
+        if not np.isfinite(logs["loss"]):
+            raise NonFiniteLossError(
+                f"loss became {logs['loss']} in epoch {epoch + 1} by step {step}: training stopped; "
+                "the state is the last one with a finite loss. Lower the learning rate, check the "
+                "inputs for NaN/inf and the labels' range.")
+        return logs
+
+    def restore_run(self, state, history: dict | None = None, epoch_sums: dict | None = None) -> None:
+        """Continue a run from a checkpoint (called by callbacks in `on_train_begin`).
+
+        `fit` takes its position from `state.step`; `history` holds the run's earlier epochs and
+        `epoch_sums` the metric sums of the interrupted epoch's steps so far.
+        """
+        self.state = state
+        if history:
+            self.history.restore(history)
+        self._restored_sums = epoch_sums
 
     def epoch_metric_sums(self) -> dict | None:
         """The current epoch's metric sums so far (checkpoints save them: resumed epochs stay whole)."""
@@ -226,25 +311,41 @@ class Trainer:
             self._pending = []
         return self._epoch_sums
 
-    # -- evaluate / predict --------------------------------------------------------------------
-    def _evaluate_pipe(self, pipe) -> dict:
-        sums = [self._eval_step(self.state, self.strategy.put_batch(b)) for b in pipe.eval_batches()]
-        total = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(sums))
-        return _means(total)
+    def summary(self, print_fn=print, depth: int = 1, flops: bool = True) -> str:
+        """Keras-style table: layer, output shape, parameters, FLOPs (jaxcnn.train.summary).
 
-    def evaluate(self, x, y, batch_size: int = 32) -> dict:
-        """Loss and accuracy over every example exactly once (the ragged tail is masked)."""
+        Printed with `print_fn` (None: only returned).
+        """
+        from jaxcnn.train.summary import model_summary
+
+        text = model_summary(self.model, self.input_shape, depth=depth, flops=flops)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    # -- evaluate / predict --------------------------------------------------------------------
+    def _evaluate_batches(self, batches) -> dict:
+        sums = [self._eval_step(self.state, self.strategy.put_batch(b)) for b in batches]
+        total = jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64), axis=0), *jax.device_get(sums))
+        return self.metrics.results(total)
+
+    def evaluate(self, x, y, batch_size: int = 32, sample_weight=None) -> dict:
+        """Loss and metrics over every example exactly once (the ragged tail is masked)."""
+        from jaxcnn.train.roads import eval_batches
+
         x = np.asarray(x)
         y = self._check_input(x, "evaluate", y)
-        return self._evaluate_pipe(self._pipeline(x, y, batch_size))
+        return self._evaluate_batches(eval_batches(self, x, y, batch_size, example_weights(y, sample_weight)))
 
     def predict(self, x, batch_size: int = 32) -> np.ndarray:
         """Softmax (or sigmoid) outputs for every example, like Keras' `predict`."""
+        from jaxcnn.train.roads import host_pipeline
+
         x = np.asarray(x)
         self._check_input(x, "predict")
         # Batches split over devices and hosts like evaluation; every host gets all outputs.
         n = self.strategy.num_devices
-        pipe = self._pipeline(x, np.zeros(len(x), np.int32), -(-batch_size // n) * n)
+        pipe = host_pipeline(self, x, np.zeros(len(x), np.int32), -(-batch_size // n) * n)
         outs = [np.asarray(self._predict(self.state, self.strategy.put_batch({"image": b["image"]})["image"]))
                 for b in pipe.eval_batches()]
         return np.concatenate(outs)[: len(x)]

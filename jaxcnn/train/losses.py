@@ -1,4 +1,9 @@
-"""Per-example losses and correctness by Keras name. Models return logits; labels are integers."""
+"""Per-example losses: a Keras name or your own `(logits, labels) -> [B] losses`.
+
+Models return logits. Labels: integers (sparse CE, binary CE) or one-hot rows (categorical CE).
+A custom loss returns one value per example; the step weights it (`mask * sample_weight`) and
+divides by the number of real examples, as Keras' "sum_over_batch_size" reduction does.
+"""
 
 from __future__ import annotations
 
@@ -37,26 +42,24 @@ LOSSES = {
 }
 
 
-def get_loss(name: str):
+def get_loss(loss):
+    """The per-example loss function for a name in LOSSES, or `loss` itself when it is callable."""
+    if callable(loss):
+        return loss
     try:
-        return LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}") from None
+        return LOSSES[loss]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}, or a callable "
+                       "(logits, labels) -> per-example loss") from None
 
 
-def correct(logits, labels, loss_name: str):
-    """1.0 where the prediction matches the (integer or one-hot) label, else 0.0."""
-    if loss_name == "binary_crossentropy":
-        return ((_binary_logits(logits) > 0) == (labels > 0.5)).astype(jnp.float32)
-    if labels.ndim == 2:
-        labels = labels.argmax(-1)
-    return (logits.argmax(-1) == labels).astype(jnp.float32)
+def loss_label(loss) -> str:
+    """A name for logs and configs: the Keras name, or the function's name."""
+    return loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
 
 
-def output_activation(logits, loss_name: str):
-    """What Keras' `predict` returns: sigmoid for binary models, softmax otherwise."""
-    import jax
-
-    if loss_name == "binary_crossentropy":
+def output_activation(logits, loss):
+    """What Keras' `predict` returns: sigmoid for binary models (binary CE, or one output), else softmax."""
+    if loss == "binary_crossentropy" or logits.shape[-1] == 1:
         return jax.nn.sigmoid(logits)
     return jax.nn.softmax(logits, axis=-1)

@@ -1,7 +1,9 @@
 """The pure train and eval steps. One body serves every device strategy (see jaxcnn.parallel).
 
-Metrics come back as sums over real (mask == 1) examples, `{"loss", "correct", "count"}`, so
-they add exactly across steps, devices and hosts; means are taken on the host at log time.
+A batch is `{"image", "label"}` plus optional `"mask"` (0 on padding) and `"weight"` (sample
+weights). Metrics come back as sums over real examples (`jaxcnn.train.metrics.MetricSet`:
+`loss`, `count`, `<metric>/<key>`), so they add exactly across steps, devices and hosts; means
+are taken on the host at log time.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.train.losses import correct, get_loss
+from jaxcnn.train.losses import get_loss
+from jaxcnn.train.metrics import MetricSet
 from jaxcnn.train.precision import cast_floats
 from jaxcnn.train.state import TrainState
 
@@ -23,9 +26,32 @@ def _variables(state: TrainState, params):
     return variables
 
 
-def _sums(per_example_loss, hits, mask):
-    return {"loss": jnp.sum(per_example_loss * mask), "correct": jnp.sum(hits * mask),
-            "count": jnp.sum(mask)}
+def _metric_set(metrics) -> MetricSet:
+    return metrics if isinstance(metrics, MetricSet) else MetricSet(("accuracy",) if metrics is None else metrics)
+
+
+def _mask_and_weight(batch, n):
+    mask = batch.get("mask")
+    mask = jnp.ones((n,), jnp.float32) if mask is None else mask.astype(jnp.float32)
+    weight = batch.get("weight")
+    return mask, (mask if weight is None else mask * weight.astype(jnp.float32))
+
+
+def _keep_if_finite(new_state: TrainState, state: TrainState, metrics: dict, grads):
+    """A step whose loss or gradients are NaN/inf changes nothing but the step count.
+
+    Its loss sum is reported as NaN, so the loop stops at the next check with the state of the
+    last finite step (instead of NaN parameters). `jnp.where` on every leaf: values are bitwise
+    those of the plain update when finite.
+    """
+    finite = jnp.isfinite(metrics["loss"])
+    for g in jax.tree.leaves(grads):
+        finite &= jnp.all(jnp.isfinite(g))
+    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    new_state = new_state.replace(params=jax.tree.map(keep, new_state.params, state.params),
+                                  opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
+                                  batch_stats=jax.tree.map(keep, new_state.batch_stats, state.batch_stats))
+    return new_state, {**metrics, "loss": jnp.where(finite, metrics["loss"], jnp.nan)}
 
 
 def dropout_key(state: TrainState, axis_name: str | None = None):
@@ -41,21 +67,24 @@ def dropout_key(state: TrainState, axis_name: str | None = None):
     return key
 
 
-def make_train_step(loss_name: str, axis_name: str | None = None,
-                    compute_dtype=None) -> Callable:
+def make_train_step(loss="sparse_categorical_crossentropy", axis_name: str | None = None,
+                    compute_dtype=None, metrics=None) -> Callable:
     """`train_step(state, batch) -> (state, metric_sums)`, un-jitted.
 
-    `axis_name`: when run per device (pmap/shard_map), gradients, BatchNorm statistics and
-    metrics are combined over that axis. `compute_dtype` (e.g. jnp.bfloat16) casts the images
-    and (inside the loss) the params for mixed precision, so every layer computes in it; the
-    stored params, their gradients, the optimizer and the loss stay float32.
+    `loss`: a Keras name or a callable `(logits, labels) -> per-example loss`; the step minimizes
+    `sum(loss * mask * weight) / sum(mask)`. `metrics`: names, callables or Metrics (default
+    `["accuracy"]`), see jaxcnn.train.metrics. `axis_name`: when run per device
+    (pmap/shard_map), gradients, BatchNorm statistics and metrics are combined over that axis.
+    `compute_dtype` (e.g. jnp.bfloat16) casts the images and (inside the loss) the params for
+    mixed precision, so every layer computes in it; the stored params, their gradients, the
+    optimizer and the loss stay float32.
     """
-    loss_fn = get_loss(loss_name)
+    loss_fn = get_loss(loss)
+    metric_set = _metric_set(metrics)
 
     def train_step(state: TrainState, batch):
         images, labels = batch["image"], batch["label"]
-        mask = batch.get("mask")
-        mask = jnp.ones(labels.shape[:1], jnp.float32) if mask is None else mask
+        mask, weight = _mask_and_weight(batch, labels.shape[0])
         if compute_dtype is not None:
             images = images.astype(compute_dtype)
         dropout_rng = dropout_key(state, axis_name)
@@ -71,30 +100,32 @@ def make_train_step(loss_name: str, axis_name: str | None = None,
             logits = logits.astype(jnp.float32)
             per_example = loss_fn(logits, labels)
             denom = jnp.maximum(jnp.sum(mask), 1.0)
-            return jnp.sum(per_example * mask) / denom, (logits, per_example, updates)
+            return jnp.sum(per_example * weight) / denom, (logits, per_example, updates)
 
         grads, (logits, per_example, updates) = jax.grad(compute_loss, has_aux=True)(state.params)
-        metrics = _sums(per_example, correct(logits, labels, loss_name), mask)
+        metrics = metric_set.sums(per_example, logits, labels, mask, batch.get("weight"))
         new_stats = updates.get("batch_stats", state.batch_stats)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             new_stats = jax.lax.pmean(new_stats, axis_name)
             metrics = jax.lax.psum(metrics, axis_name)
-        new_state = state.apply_gradients(grads=grads)
-        return new_state.replace(batch_stats=new_stats), metrics
+        new_state = state.apply_gradients(grads=grads).replace(batch_stats=new_stats)
+        return _keep_if_finite(new_state, state, metrics, grads)
 
     return train_step
 
 
-def make_eval_step(loss_name: str, axis_name: str | None = None, compute_dtype=None) -> Callable:
+def make_eval_step(loss="sparse_categorical_crossentropy", axis_name: str | None = None,
+                   compute_dtype=None, metrics=None) -> Callable:
     """`eval_step(state, batch) -> metric_sums` in inference mode (no dropout, running BN stats)."""
-    loss_fn = get_loss(loss_name)
+    loss_fn = get_loss(loss)
+    metric_set = _metric_set(metrics)
 
     def eval_step(state: TrainState, batch):
         logits = predict_logits(state, batch["image"], compute_dtype)
-        mask = batch.get("mask")
-        mask = jnp.ones(logits.shape[:1], jnp.float32) if mask is None else mask
-        metrics = _sums(loss_fn(logits, batch["label"]), correct(logits, batch["label"], loss_name), mask)
+        mask, _ = _mask_and_weight(batch, logits.shape[0])
+        metrics = metric_set.sums(loss_fn(logits, batch["label"]), logits, batch["label"], mask,
+                                  batch.get("weight"))
         if axis_name is not None:
             metrics = jax.lax.psum(metrics, axis_name)
         return metrics
