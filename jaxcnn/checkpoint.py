@@ -760,8 +760,10 @@ class CheckpointCallback:
     """Saves the whole run every `every_n_steps` (global) steps and/or at each epoch end; resumes it.
 
     On `on_train_begin` (with `resume=True`) the newest intact checkpoint in `directory` is
-    restored into the trainer: state, history, epoch, position in the epoch and the epoch's
-    metric sums, so `fit` continues with the same data order as an uninterrupted run.
+    restored into the trainer (`Trainer.restore_run`): the state, whose step gives `fit` its epoch
+    and position in the epoch, the history and the interrupted epoch's metric sums, so `fit`
+    continues with the same data order as an uninterrupted run. Step intervals count the global
+    step (`trainer.global_step`), also on the device road, which reports once per chunk.
     SIGTERM (preemption) makes the next step end save, wait for the write, and raise `Preempted`.
     """
 
