@@ -156,10 +156,13 @@ def test_compilation_cache_dir_and_off_switch(tmp_path):
 def test_device_road_stops_on_nan_loss():
     from jaxcnn.train import NonFiniteLossError
 
-    x = np.full((64, 28, 28, 1), np.nan, np.float32)
-    t = _trainer()
+    # Finite inputs (NaN inputs are refused before training); a learning rate of 1e30 makes the
+    # loss non-finite after the first step.
+    x = np.random.default_rng(0).random((128, 28, 28, 1), np.float32)
+    t = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="sgd", learning_rate=1e30, data_backend="numpy",
+                compute_dtype="f32")
     with pytest.raises(NonFiniteLossError, match="loss became nan"):
-        t.fit(x, np.zeros(64, np.int32), epochs=1, batch_size=32, verbose=0, road="device", steps_per_call=2)
+        t.fit(x, np.zeros(128, np.int32), epochs=1, batch_size=32, verbose=0, road="device", steps_per_call=2)
 
 
 def test_step_interval_checkpoints_on_the_device_road(mnist_slice, tmp_path):
