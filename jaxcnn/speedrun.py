@@ -305,7 +305,7 @@ def train(model, x, y, x_test, y_test, recipe: Recipe | str | dict, *, seed: int
     setup_seconds = time.perf_counter() - t_setup if recipe.whiten else 0.0
     chunk = jax.jit(make_chunk_fn(make_train_step(recipe, total_steps, compute_dtype), AUGMENTS[recipe.augment]),
                     donate_argnums=(0,))
-    x_d, y_d = jax.device_put(x), jax.device_put(y)
+    data = jax.device_put({"image": x, "label": y})  # the on-device dataset make_chunk_fn gathers from
     xt, yt, mt = _batched_test_set(np.asarray(x_test), np.asarray(y_test, np.int32), recipe.eval_batch)
     n_test, need = len(y_test), required_correct(recipe.target, len(y_test))
     key = jax.random.PRNGKey(seed + 2)
@@ -316,7 +316,7 @@ def train(model, x, y, x_test, y_test, recipe: Recipe | str | dict, *, seed: int
     compiled = {}
     for steps in {s for _, s in plans}:
         idx = jax.ShapeDtypeStruct((steps, recipe.batch_size), jnp.int32)
-        compiled[steps] = chunk.lower(state, x_d, y_d, idx, key).compile()
+        compiled[steps] = chunk.lower(state, data, idx, key).compile()
     count_plain = jax.jit(make_count_correct(compute_dtype, 0)).lower(state, xt, yt, mt).compile()
     count_final = (jax.jit(make_count_correct(compute_dtype, recipe.tta)).lower(state, xt, yt, mt).compile()
                    if recipe.tta else count_plain)
@@ -326,7 +326,7 @@ def train(model, x, y, x_test, y_test, recipe: Recipe | str | dict, *, seed: int
     for epoch, steps in plans:
         idx = rng.permutation(len(x))[: steps * recipe.batch_size].reshape(steps, recipe.batch_size).astype(np.int32)
         t = time.perf_counter()
-        state, sums = compiled[steps](state, x_d, y_d, jax.device_put(idx), key)
+        state, sums = compiled[steps](state, data, jax.device_put(idx), key)
         jax.block_until_ready(state)
         dt = time.perf_counter() - t
         trained += dt
