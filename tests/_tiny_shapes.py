@@ -10,10 +10,11 @@ TINY_SHAPES = {
     "spectrogram_cnn": (12, 12, 1), "mnist_simple": (8, 8, 1), "mnist_cnn3": (18, 18, 1),
     "cnn_lstm": (3, 8, 8, 1), "frame_baseline": (3, 8, 8, 1), "bn_cnn_binary": (12, 12, 3),
     "cifar10_mlp": (8, 8, 3), "cifar10_cnn": (12, 12, 3),
+    "mnist_fast": (18, 18, 1), "airbench": (25, 25, 3),  # 2x2 whiten conv, three pools, then a 3x3 pool
     "vgg16": (32, 32, 3), "vgg16_transfer_a": (32, 32, 3), "vgg16_transfer_b": (32, 32, 3),
     "vgg16_transfer_c": (32, 32, 3), "resnet50": (32, 32, 3), "resnet50_transfer_a": (32, 32, 3),
     "resnet50_transfer_c": (32, 32, 3),
 }
-# Compiling these takes 20-40 s of CPU each: they run with JAXCNN_SLOW_TESTS=1 (see conftest.py).
-HEAVY = {"vgg16", "vgg16_transfer_a", "vgg16_transfer_b", "vgg16_transfer_c", "resnet50",
+# Checking these takes 20-40 s of CPU each: they run with JAXCNN_SLOW_TESTS=1 (see conftest.py).
+HEAVY = {"airbench", "vgg16", "vgg16_transfer_a", "vgg16_transfer_b", "vgg16_transfer_c", "resnet50",
          "resnet50_transfer_a", "resnet50_transfer_c"}

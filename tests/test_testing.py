@@ -2,7 +2,7 @@
 
 Multi-device checks run in a fresh interpreter (tests/_testing_worker.py) that starts with
 `use_fake_devices(8)`, as a user's conftest.py would; this pytest process keeps one device.
-The VGG16/ResNet50 families take 20-40 s of CPU each and run with JAXCNN_SLOW_TESTS=1.
+The VGG16/ResNet50 families and airbench take 20-40 s of CPU each and run with JAXCNN_SLOW_TESTS=1.
 """
 
 from __future__ import annotations
