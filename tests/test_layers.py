@@ -1,6 +1,7 @@
 """The CPU-fast building blocks equal the reference ops: im2col convolution vs XLA's and
 TensorFlow's, the custom-gradient max-pool vs reduce-window's and TensorFlow's."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,12 +33,11 @@ def test_im2col_conv_equals_xla_values_and_gradients(monkeypatch, x_shape, k_sha
     k = jnp.asarray(rng.standard_normal(k_shape), jnp.float32)
     ours = conv_general_dilated(x, k, strides, padding, dimension_numbers=NHWC)
     ref = lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=NHWC)
-    assert ours.shape == ref.shape
-    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-4)
+    chex.assert_equal_shape([ours, ref])
+    chex.assert_trees_all_close(ours, ref, rtol=1e-5, atol=1e-4)
     g_ours = jax.grad(_loss(conv_general_dilated, strides, padding), (0, 1))(x, k)
     g_ref = jax.grad(_loss(lax.conv_general_dilated, strides, padding), (0, 1))(x, k)
-    for a, b in zip(g_ours, g_ref):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-4, atol=1e-4)
 
 
 def test_im2col_conv_matches_tensorflow():

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import warnings
 
+import chex
 import numpy as np
 import pytest
 
@@ -216,12 +217,10 @@ def test_trainer_with_pmap_strategy_matches_jit_on_one_device():
         t.fit(x, y, epochs=1, batch_size=8, verbose=0)
         runs[strategy] = (t.state.params, t.evaluate(x, y, batch_size=16), t.predict(x[:13], batch_size=5))
     (pj, ej, yj), (pp, ep, yp) = runs["jit"], runs["pmap"]
-    import jax
-
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=TOL), pj, pp)
+    chex.assert_trees_all_close(pj, pp, atol=TOL)
     assert ep["loss"] == pytest.approx(ej["loss"], abs=TOL) and ep["accuracy"] == ej["accuracy"]
-    assert yj.shape == yp.shape == (13, 1)
-    np.testing.assert_allclose(yj, yp, atol=TOL)
+    chex.assert_shape([yj, yp], (13, 1))
+    chex.assert_trees_all_close(yj, yp, atol=TOL)
 
 
 def test_pmap_warns_when_batchnorm_cannot_be_synchronized():

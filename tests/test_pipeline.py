@@ -1,3 +1,4 @@
+import chex
 import numpy as np
 import pytest
 
@@ -18,7 +19,9 @@ def test_train_batches_drop_remainder_and_shuffle(backend):
     assert len(batches) == pipe.steps_per_epoch() == 6
     ids = np.concatenate([b["image"][:, 0, 0, 0] * 255 for b in batches]).round().astype(int)
     assert len(set(ids)) == 48 and ids.tolist() != sorted(ids.tolist())  # shuffled, no repeats
-    assert batches[0]["image"].dtype == np.float32 and batches[0]["image"].max() <= 1.0
+    chex.assert_type([batches[0]["image"], batches[0]["label"]], [np.float32, int])
+    chex.assert_shape(batches[0]["image"], (8, *x.shape[1:]))
+    assert batches[0]["image"].max() <= 1.0
     np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), ids % 7)
     # A new epoch, a new order; the same (seed, epoch), the same order.
     again = np.concatenate([b["label"] for b in pipe.train_batches(epoch=0)])
@@ -31,8 +34,7 @@ def test_backends_agree_and_resume_mid_epoch():
     x, y = _arrays(50)
     tf_b = list(ArrayPipeline(x, y, 8, seed=1, backend="tf").train_batches(2))
     np_b = list(ArrayPipeline(x, y, 8, seed=1, backend="numpy").train_batches(2))
-    for a, b in zip(tf_b, np_b):
-        np.testing.assert_array_equal(a["image"], b["image"])
+    chex.assert_trees_all_equal([b["image"] for b in tf_b], [b["image"] for b in np_b])
     resumed = list(ArrayPipeline(x, y, 8, seed=1, backend="numpy").train_batches(2, start_step=4))
     assert len(resumed) == 2
     np.testing.assert_array_equal(resumed[0]["label"], np_b[4]["label"])
@@ -42,7 +44,9 @@ def test_backends_agree_and_resume_mid_epoch():
 def test_eval_covers_every_example_once(backend):
     x, y = _arrays(50)
     batches = list(ArrayPipeline(x, y, 16, backend=backend).eval_batches())
-    assert len(batches) == 4 and all(b["image"].shape[0] == 16 for b in batches)
+    assert len(batches) == 4
+    chex.assert_equal_shape_prefix([b["image"] for b in batches] + [b["mask"] for b in batches], 1)
+    chex.assert_shape(batches[0]["mask"], (16,))
     mask = np.concatenate([b["mask"] for b in batches])
     labels = np.concatenate([b["label"] for b in batches])
     assert mask.sum() == 50 and mask[50:].sum() == 0

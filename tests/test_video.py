@@ -1,5 +1,6 @@
 """Moving-digit clips: the class is in the motion only, never in a single frame."""
 
+import chex
 import numpy as np
 from scipy import stats
 
@@ -21,7 +22,8 @@ def _shift(frame, ref):
 
 def test_clips_move_by_the_class_speed_as_pure_circular_shifts():
     clips, labels = moving_digit_clips(_digits(), 30, frames=10, size=32, seed=1)
-    assert clips.shape == (30, 10, 32, 32, 1) and clips.dtype == np.uint8
+    chex.assert_shape(clips, (30, 10, 32, 32, 1))
+    chex.assert_type(clips, np.uint8)
     assert set(labels.tolist()) == {0, 1, 2}
     for clip, label in zip(clips, labels):
         assert clip[0].max() > 0
