@@ -1,10 +1,11 @@
 """A small checkpointed training run for tests/test_checkpoint.py, in-process or as a subprocess.
 
     python tests/ckpt_worker.py WORKDIR [--step-sleep S] [--hang-in-save STEP] [--backend tf]
-                                        [--epochs N] [--file-size-limit BYTES]
+                                        [--epochs N] [--file-size-limit BYTES] [--prepared DIR]
 
 N2 (SPEC: MNIST CNN with dropout, so the rng matters) on the first 256 MNIST training images,
 batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end.
+With `--prepared DIR` the same images are streamed from a prepared dataset (`prepare_data`).
 Prints `STEP <global step>` after each step (once its checkpoint, if any, has been started);
 writes WORKDIR/final.npz with the final params when training completes.
 """
@@ -50,6 +51,16 @@ def data():
     return load_dataset("mnist").take(N_TRAIN, N_TEST)
 
 
+def prepare_data(out):
+    """The worker's data written as a prepared dataset (shards of 100 records)."""
+    from jaxcnn.data.records import prepare_arrays
+
+    ds = data()
+    prepare_arrays(out, {"train": (ds.x_train, ds.y_train), "test": (ds.x_test, ds.y_test)}, ds.class_names,
+                   name="mnist-tiny", shard_size=100, progress=False)
+    return out
+
+
 def make_trainer(backend="numpy", optimizer="adam", model=None):
     from jaxcnn.train import Trainer
 
@@ -70,11 +81,12 @@ class _Progress:
             time.sleep(self.sleep)
 
 
-def run(workdir, backend="numpy", step_sleep=0.0, epochs=EPOCHS, async_save=True):
+def run(workdir, backend="numpy", step_sleep=0.0, epochs=EPOCHS, async_save=True, prepared=None):
     """Train (resuming from WORKDIR/checkpoints if present); returns (trainer, checkpoint callback)."""
     from jaxcnn.checkpoint import CheckpointCallback
+    from jaxcnn.data import load_dataset
 
-    ds = data()
+    ds = load_dataset(f"prepared:{prepared}") if prepared else data()
     trainer = make_trainer(backend)
     ckpt = CheckpointCallback(os.path.join(workdir, "checkpoints"), every_n_steps=3, max_to_keep=2,
                               best_metric="val_accuracy", async_save=async_save)
@@ -110,6 +122,7 @@ if __name__ == "__main__":
     p.add_argument("--step-sleep", type=float, default=0.0)
     p.add_argument("--hang-in-save", type=int)
     p.add_argument("--epochs", type=int, default=EPOCHS)
+    p.add_argument("--prepared", help="stream the data from this prepared dataset folder")
     p.add_argument("--file-size-limit", type=int, help="RLIMIT_FSIZE: a bigger write fails (EFBIG)")
     args = p.parse_args()
     if args.file_size_limit:
@@ -123,7 +136,7 @@ if __name__ == "__main__":
     from jaxcnn.checkpoint import CheckpointError, Preempted
 
     try:
-        run(args.workdir, args.backend, args.step_sleep, epochs=args.epochs)
+        run(args.workdir, args.backend, args.step_sleep, epochs=args.epochs, prepared=args.prepared)
     except Preempted as e:
         print(f"PREEMPTED {e}", flush=True)
         sys.exit(e.exit_code)

@@ -122,6 +122,21 @@ def test_sigkill_in_second_epoch_then_resume_is_bitwise_equal(backend, tmp_path,
     assert_same_run(tmp_path, reference)
 
 
+def test_streamed_from_records_killed_mid_epoch_then_resumed_equals_the_in_memory_run(tmp_path, env, reference):
+    # The same images read from a prepared dataset: the run (killed, then resumed from the
+    # checkpoint) must end bitwise where the uninterrupted in-memory run ended. (tf.data reads
+    # records the same way: tests/test_records.py compares its batches with the arrays'.)
+    backend = "numpy"
+    prepared = worker.prepare_data(str(tmp_path / "prepared"))
+    target = random.randint(STEPS + 1, 2 * STEPS - 2)
+    last, rc, out, err = interrupt(tmp_path, env, signal.SIGKILL, lambda l: l == f"STEP {target}\n",
+                                   "--backend", backend, "--prepared", prepared)
+    assert rc == -signal.SIGKILL and STEPS < last < 2 * STEPS, err[-2000:]
+    _, err = train(tmp_path, env, "--backend", backend, "--prepared", prepared)
+    assert "resuming from" in err, err[-2000:]
+    assert_same_run(tmp_path, reference)
+
+
 def test_sigkill_during_a_save_leaves_no_complete_looking_checkpoint(tmp_path, env, reference):
     # The commit (rename) of checkpoint 12 hangs after all its files are written; kill it there.
     _, rc, out, err = interrupt(tmp_path, env, signal.SIGKILL, lambda l: l == "IN_SAVE\n",

@@ -23,6 +23,7 @@ import optax
 
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
+from jaxcnn.data.pipeline import as_input
 from jaxcnn.data.sources import validation_split as split_last
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
 from jaxcnn.train.losses import output_activation
@@ -194,7 +195,7 @@ class Trainer:
         """
         from jaxcnn.train.roads import eval_batches, make_road
 
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = as_input(x), np.asarray(y)  # a prepared split stays on disk, read batch by batch
         y = self._check_input(x, "fit", y)
         verbose = resolve_verbose(verbose) if jax.process_index() == 0 else 0  # one display per job
         weight = example_weights(y, sample_weight, class_weight)
@@ -210,7 +211,7 @@ class Trainer:
         self.road = train_road.name
         validate = None
         if validation_data is not None:
-            vx, vy = np.asarray(validation_data[0]), np.asarray(validation_data[1])
+            vx, vy = as_input(validation_data[0]), np.asarray(validation_data[1])
             vy = self._check_input(vx, "validation_data", vy)
             vw = example_weights(vy, validation_data[2] if len(validation_data) > 2 else None)
             validate = lambda: self._evaluate_batches(eval_batches(self, vx, vy, batch_size, vw))  # noqa: E731
@@ -333,7 +334,7 @@ class Trainer:
         """Loss and metrics over every example exactly once (the ragged tail is masked)."""
         from jaxcnn.train.roads import eval_batches
 
-        x = np.asarray(x)
+        x = as_input(x)
         y = self._check_input(x, "evaluate", y)
         return self._evaluate_batches(eval_batches(self, x, y, batch_size, example_weights(y, sample_weight)))
 
@@ -341,7 +342,7 @@ class Trainer:
         """Softmax (or sigmoid) outputs for every example, like Keras' `predict`."""
         from jaxcnn.train.roads import host_pipeline
 
-        x = np.asarray(x)
+        x = as_input(x)
         self._check_input(x, "predict")
         # Batches split over devices and hosts like evaluation; every host gets all outputs.
         n = self.strategy.num_devices

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxcnn.data.pipeline import ArrayPipeline
+from jaxcnn.data.records import is_source
 
 
 def host_pipeline(trainer, x, n_or_y, batch_size: int, augment: Callable | None = None) -> ArrayPipeline:
@@ -94,6 +95,8 @@ def make_road(trainer, x, y, batch_size: int, *, road: str = "auto", augment=Non
     if augment in ("", "none"):
         augment = None
     spec = augment is not None and _is_spec(augment)
+    if is_source(x) and road == "auto":
+        road = "pipeline"  # a prepared split is read on the host, batch by batch
     chosen = ondevice.choose_road(road, nbytes=x.nbytes, strategy=trainer.strategy,
                                   has_host_augment=augment is not None and not spec,
                                   has_device_augment=device_augment is not None)
