@@ -2,6 +2,8 @@
 
     python tests/_parallel_worker.py steps OUT.json       # XLA_FLAGS=...device_count=8
     python tests/_parallel_worker.py train OUT_DIR        # under `jaxcnn launch`, or alone
+    python tests/_parallel_worker.py prepare DIR          # train's data as a prepared dataset
+                                                          # (WORKER_PREPARED=DIR: train streams it)
 
 Each mode writes JSON (or .npz) results that the test asserts on.
 """
@@ -167,20 +169,40 @@ def mode_steps():
     return out
 
 
+def train_data():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, (96, 12, 12, 3)).astype(np.uint8), rng.integers(0, 2, 96).astype(np.int32)
+
+
+def mode_prepare(out_dir):
+    from jaxcnn.data.records import prepare_arrays
+
+    x, y = train_data()
+    prepare_arrays(out_dir, {"train": (x, y), "test": (x[:37], y[:37])}, ["0", "1"], shard_size=40, progress=False)
+
+
 def mode_train(out_dir):
-    """A few Trainer.fit steps (numpy input); each process writes its params and eval results."""
+    """A few Trainer.fit steps (numpy input); each process writes its params and eval results.
+
+    With WORKER_PREPARED=DIR the same data is streamed from records; the indices each process
+    read during fit are written too (`train_reads`).
+    """
     from jaxcnn.train import Trainer
 
     parallel.initialize()
     strategy = os.environ.get("WORKER_STRATEGY", "jit")
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 256, (96, 12, 12, 3)).astype(np.uint8)
-    y = rng.integers(0, 2, 96).astype(np.int32)
+    x, y = train_data()
+    if os.environ.get("WORKER_PREPARED"):
+        from jaxcnn.data.records import load_prepared
+
+        x = load_prepared(os.environ["WORKER_PREPARED"], "train")
+        x.reads = []
     xv, yv = x[:37], y[:37]  # 37 examples: the last eval batch is ragged across hosts
     trainer = Trainer(BnDropoutCNN(dropout=0.0 if strategy == "pmap" else 0.25), (12, 12, 3),
                       loss="binary_crossentropy", optimizer="adam", seed=5, strategy=strategy,
                       data_backend="numpy")
     trainer.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    train_reads = list(getattr(x, "reads", None) or [])
     pipe = trainer._pipeline(xv, yv, 8)
     sums = [trainer._eval_step(trainer.state, trainer.strategy.put_batch(b)) for b in pipe.eval_batches()]
     count = float(sum(float(s["count"]) for s in sums))
@@ -188,7 +210,7 @@ def mode_train(out_dir):
               "device_count": jax.device_count(), "eval_count": count,
               "evaluate": trainer.evaluate(xv, yv, batch_size=8),
               "predict_sum": float(np.sum(trainer.predict(xv, batch_size=8))),
-              "predict_len": len(trainer.predict(xv, batch_size=8))}
+              "predict_len": len(trainer.predict(xv, batch_size=8)), "train_reads": train_reads}
     os.makedirs(out_dir, exist_ok=True)
     flat = {jax.tree_util.keystr(k): np.asarray(v)
             for k, v in jax.tree_util.tree_leaves_with_path(jax.device_get(
@@ -208,6 +230,8 @@ if __name__ == "__main__":
     mode, target = sys.argv[1], sys.argv[2]
     if mode == "train":
         mode_train(target)
+    elif mode == "prepare":
+        mode_prepare(target)
     else:
         result = {"steps": mode_steps}[mode]()
         with open(target, "w") as f:

@@ -110,6 +110,35 @@ def test_two_processes_match_single_process_on_4_devices(tmp_path):
         np.testing.assert_allclose(p0[k], p[k], atol=TOL)
 
 
+def test_two_processes_stream_disjoint_records_and_match_the_in_memory_run(tmp_path):
+    """Streamed from a prepared dataset under `jaxcnn launch` (2 processes x 1 device): in each
+    epoch the processes read disjoint records that together are the whole split, and the run
+    equals a 1-process in-memory run on 2 devices."""
+    from jaxcnn.launch import launch
+
+    prepared, multi, single = tmp_path / "prepared", tmp_path / "multi", tmp_path / "single"
+    _run(["prepare", str(prepared)], devices=1)
+    out = io.StringIO()
+    rc = launch([WORKER, "train", str(multi)], processes=2, devices_per_process=1, timeout=300, out=out,
+                env=dict(_env(1), WORKER_PREPARED=str(prepared)))
+    assert rc == 0, out.getvalue()[-4000:]
+    _run(["train", str(single)], devices=2)
+    results = [json.loads((multi / f"result_{i}.json").read_text()) for i in (0, 1)]
+    ref = json.loads((single / "result_0.json").read_text())
+    reads = [r["train_reads"] for r in results]
+    assert len(reads[0]) == len(reads[1]) == 96  # 2 epochs x 6 steps x 8 examples per process
+    for epoch in (0, 1):
+        a, b = (set(r[epoch * 48:(epoch + 1) * 48]) for r in reads)
+        assert len(a) == len(b) == 48 and not a & b and a | b == set(range(96))
+    for r in results:
+        assert r["eval_count"] == 37 and r["predict_len"] == 37
+        assert r["evaluate"]["accuracy"] == ref["evaluate"]["accuracy"]
+        assert r["evaluate"]["loss"] == pytest.approx(ref["evaluate"]["loss"], abs=TOL)
+    p0, p = np.load(multi / "params_0.npz"), np.load(single / "params_0.npz")
+    for k in p:
+        np.testing.assert_allclose(p0[k], p[k], atol=TOL)
+
+
 # -- launch: output, failures ------------------------------------------------------------------------
 def test_launch_prefixes_output_and_stops_others_on_failure(tmp_path, capsys):
     """Process 1 fails: process 0 (which would wait forever) is stopped, the status comes back."""
