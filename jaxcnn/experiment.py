@@ -151,9 +151,15 @@ def load_data(config: ExperimentConfig):
     if data_source(config) == "bundled" and config.dataset == "mnist" and _is_writer():
         print(f"{config.name}: no data directory given (--data-dir, ${DATA_DIR_ENV}): "
               "using the MNIST copy bundled with jaxcnn", file=sys.stderr)
-    ds = load_dataset(config.dataset, data_dir=config.data_dir, **config.dataset_kwargs)
+    prepared = config.dataset.startswith("prepared:")
+    # A prepared folder was decoded and resized by `jaxcnn prepare`: the recipe's loader options
+    # (image_size, classes, ...) were the original loader's.
+    ds = load_dataset(config.dataset, data_dir=config.data_dir, **({} if prepared else config.dataset_kwargs))
     if config.train_limit or config.test_limit:
         ds = ds.take(config.train_limit, config.test_limit)
+    if config.resize and prepared:
+        raise UsageError(f"{config.dataset}: a prepared dataset is not resized while training; "
+                         f"prepare it with --image-size {config.resize[0]} {config.resize[1]}")
     if config.resize:
         from jaxcnn.data.image_folder import resize_images
 
@@ -560,6 +566,8 @@ FIELD_CHECKS: dict[str, Callable] = {
 FLAG_FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "--epochs": (("epochs",), "N", "override the recipe's epochs"),
     "--batch-size": (("batch_size",), "N", "override the recipe's (global) batch size"),
+    "--data": (("dataset",), "NAME", "the recipe's dataset replaced: a name, image_folder:PATH, tfds:NAME "
+                                     "or prepared:DIR (streamed from `jaxcnn prepare` records)"),
     "--data-dir": (("data_dir",), "DIR", "folder holding the datasets (default: $JAXCNN_DATA_DIR)"),
     "--road": (("road",), "auto|pipeline|device",
                "input road: per-step pipeline, data on the device, or auto (default)"),

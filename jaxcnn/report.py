@@ -75,6 +75,13 @@ def evaluation_metrics(probs, labels, class_names) -> dict:
     }
 
 
+def _rows(images, idx):
+    """Images `idx` of an array or of a prepared split (read from disk)."""
+    from jaxcnn.data.records import is_source
+
+    return images[np.asarray(idx, np.int64)] if is_source(images) else np.asarray(images)[idx]
+
+
 def write_report(workdir: str, probs, labels, images, class_names, title: str = "", write: bool = True,
                  errors: int = 16) -> dict:
     """The metrics (see `evaluation_metrics`); with `write`, confusion.png and errors.png in `workdir`."""
@@ -86,7 +93,7 @@ def write_report(workdir: str, probs, labels, images, class_names, title: str = 
                            os.path.join(workdir, "confusion.png"), title=title)
         idx = most_confident_errors(probs, labels, errors)
         probs = np.asarray(probs)
-        viz.plot_errors(np.asarray(images)[idx], [class_names[int(labels[i])] for i in idx],
+        viz.plot_errors(_rows(images, idx), [class_names[int(labels[i])] for i in idx],
                         [class_names[int(probs[i].argmax())] for i in idx],
                         [float(probs[i].max()) for i in idx], os.path.join(workdir, "errors.png"), title=title)
     return metrics

@@ -215,3 +215,17 @@ def test_each_process_reads_only_its_slice_of_every_global_batch(prepared):
         read.append(split.reads)
     assert len(read[0]) == len(read[1]) == 10 and not set(read[0]) & set(read[1])
     assert sorted(read[0] + read[1]) == list(range(20))
+
+
+def test_an_experiment_trains_from_prepared_records(data_dir, tmp_path, capsys):
+    from jaxcnn.cli import main
+
+    out = str(tmp_path / "mnist")
+    assert main(["prepare", "mnist", "--limit", "96", "--out", out, "--quiet", "--data-dir", data_dir]) == 0
+    workdir = tmp_path / "run"
+    assert main(["train", "mnist_cnn", "--data", f"prepared:{out}", "--limit", "64", "--epochs", "1",
+                 "--batch-size", "32", "--workdir", str(workdir), "--quiet"]) == 0
+    metrics = json.load(open(workdir / "metrics.json"))
+    assert metrics["dataset"] == f"prepared:{out}"
+    assert metrics["train_examples"] == 64 and metrics["test_examples"] == 64
+    assert (workdir / "errors.png").exists()  # the report reads its images from the records
