@@ -36,6 +36,7 @@ PROGRESS_DIR = ".prepare"
 SPLITS = ("train", "test")
 _WRITER_OPTIONS = "group_size:1"  # one record per chunk: cheap random access
 _READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"  # random access (the library's advice)
+ARRAY_LIMIT_BYTES = 64 << 20  # np.asarray(split) reads at most this much (a sample), else TypeError
 
 
 def _array_record():
@@ -186,8 +187,13 @@ class PreparedSplit:
         return self.read(idx)
 
     def __array__(self, dtype=None, copy=None):
-        raise TypeError(f"{self.root} ({self.split}): a prepared split is read by index, not turned into one "
-                        "array; pass it to Trainer.fit/evaluate/predict as it is")
+        """A small split or view (a sample to plot) as one array; a big one is refused, not loaded."""
+        if self.nbytes > ARRAY_LIMIT_BYTES:
+            raise TypeError(f"{self.root} ({self.split}): a prepared split of {self.nbytes / 2**20:.0f} MiB is "
+                            "read by index, not turned into one array; pass it to Trainer.fit/evaluate/predict "
+                            "as it is, or take a view (split[:64]) or indices (split[idx])")
+        out = self.read(np.arange(len(self)))
+        return out if dtype is None else out.astype(dtype)
 
     def read(self, idx: np.ndarray) -> np.ndarray:
         """The images at `idx` (indices into this split or view), uint8 [len(idx), H, W, C]."""
