@@ -113,6 +113,10 @@ def test_cifar10_archive_through_the_command(data_dir, tmp_path, capsys):
     assert ds.class_names[:2] == ("airplane", "automobile") and np.bincount(ds.y_train).tolist() == [3] * 10
     images = ds.x_train[np.arange(30)]
     assert images.dtype == np.uint8 and images.std() > 20  # real photographs, not blank records
+    assert main(["prepare", f"image_folder:{archive}", "--limit", "30", "--out", out, "--quiet",
+                 "--shard-size", "16"]) == 0  # done already: nothing written
+    assert main(["prepare", f"image_folder:{archive}", "--limit", "40", "--out", out, "--quiet"]) == 2
+    assert "holds a prepared dataset of other data or options" in capsys.readouterr().err
     assert main(["prepare", "image_folder:/nonexistent/folder", "--out", str(tmp_path / "x")]) == 2
     assert "jaxcnn: error: /nonexistent/folder: image folder or archive not found" in capsys.readouterr().err
 

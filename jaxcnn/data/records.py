@@ -349,7 +349,11 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
     from jaxcnn._compat import tqdm
 
     if os.path.isfile(os.path.join(out, MANIFEST)):
-        return read_manifest(out)
+        done = read_manifest(out)
+        if done.get("source") != source or done.get("name") != name:
+            raise DataError(f"{os.path.join(out, MANIFEST)}: holds a prepared dataset of other data or options "
+                            f"({done.get('source')}); give another --out or delete that folder")
+        return done  # prepared already: nothing to do
     if shard_size <= 0:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     counts = {s: len(items) for s, (items, _) in splits.items()}
