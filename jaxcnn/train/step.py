@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -28,6 +29,31 @@ def _variables(state: TrainState, params):
 
 def _metric_set(metrics) -> MetricSet:
     return metrics if isinstance(metrics, MetricSet) else MetricSet(("accuracy",) if metrics is None else metrics)
+
+
+def check_batch(batch, what: str = "train_step") -> None:
+    """Shape checks on a step's batch, at trace time (free at run time).
+
+    A batch without its keys, images without a batch axis, or labels, mask or weights of another
+    length than the images fail here with the argument's name, not deep inside XLA.
+    """
+    if not hasattr(batch, "keys") or "image" not in batch or "label" not in batch:
+        got = sorted(batch) if hasattr(batch, "keys") else type(batch).__name__
+        raise KeyError(f"{what}: batch needs 'image' and 'label' (optional 'mask', 'weight'), got {got}")
+    check_images(batch["image"], f"{what}: batch['image']")
+    for key in ("label", "mask", "weight"):
+        if batch.get(key) is not None:
+            chex.assert_equal_shape_prefix(
+                [batch["image"], batch[key]], 1,
+                custom_message=f"{what}: batch[{key!r}] of shape {tuple(batch[key].shape)} does not have "
+                               f"one entry per image of batch['image'] {tuple(batch['image'].shape)}")
+
+
+def check_images(images, what: str) -> None:
+    """Images need a batch axis: [batch, ...] (e.g. [B, H, W, C]); checked at trace time."""
+    chex.assert_rank(images, set(range(2, 9)),
+                     custom_message=f"{what} of shape {tuple(images.shape)} has no batch axis; expected "
+                                    "[batch, ...] (e.g. [batch, height, width, channels])")
 
 
 def _mask_and_weight(batch, n):
@@ -83,6 +109,7 @@ def make_train_step(loss="sparse_categorical_crossentropy", axis_name: str | Non
     metric_set = _metric_set(metrics)
 
     def train_step(state: TrainState, batch):
+        check_batch(batch, "train_step")
         images, labels = batch["image"], batch["label"]
         mask, weight = _mask_and_weight(batch, labels.shape[0])
         if compute_dtype is not None:
@@ -122,6 +149,7 @@ def make_eval_step(loss="sparse_categorical_crossentropy", axis_name: str | None
     metric_set = _metric_set(metrics)
 
     def eval_step(state: TrainState, batch):
+        check_batch(batch, "eval_step")
         logits = predict_logits(state, batch["image"], compute_dtype)
         mask, _ = _mask_and_weight(batch, logits.shape[0])
         metrics = metric_set.sums(loss_fn(logits, batch["label"]), logits, batch["label"], mask,
@@ -134,6 +162,7 @@ def make_eval_step(loss="sparse_categorical_crossentropy", axis_name: str | None
 
 
 def predict_logits(state: TrainState, images, compute_dtype=None):
+    check_images(images, "predict: images")
     params = state.params
     if compute_dtype is not None:
         images, params = images.astype(compute_dtype), cast_floats(params, compute_dtype)
