@@ -25,6 +25,8 @@ Parts (each cached as OUT/compare/PART.json; --force reruns):
   jaxcnn    `vgg16_transfer --variant b` (its optimizer, learning rates, fine-tune phase) with
             the converted folder as its --weights, built by `jaxcnn.experiment.build_trainer`.
   random    the same without --weights: a randomly initialized base.
+  heads_ac  heads a and c (N10, N12) on all 10 classes (2,000 train / 1,000 test images), on the
+            features of the converted base and of a random one.
 The report (README table, JSON under benchmarks/) is written by `--json PATH` from the parts.
 """
 
@@ -45,7 +47,7 @@ from experiments.keras_pretrained.make_vgg16_base import DEFAULT_OUT, H5, WEIGHT
 from jaxcnn.models.layers import Conv, glorot_uniform, max_pool
 from jaxcnn.models.transfer import TransferHead
 
-PARTS = ("features", "keras", "jaxcnn", "random")
+PARTS = ("features", "keras", "jaxcnn", "random", "heads_ac")
 SIZE = 32
 RECIPE = {"n_train": 3200, "n_test": 1000, "batch_size": 32, "epochs": 5, "finetune_epochs": 2,
           "learning_rate": 2e-5, "finetune_learning_rate": 1e-5, "seed": 0}
@@ -350,6 +352,42 @@ def part_jaxcnn_cached(conv_dir, data, r=RECIPE) -> dict:
             "trainable_in_finetune": list(phase["trainable"])}
 
 
+def part_heads_ac(conv_dir, data_dir=None, n_train=2000, n_test=1000, epochs=5, seed=0) -> dict:
+    """Heads a and c (N10, N12: Adam 1e-3) on all 10 CIFAR-10 classes, trained on the frozen base's
+    features (`extract_features` once), from the converted base and from a random one."""
+    import jax
+
+    from jaxcnn.data import load_dataset
+    from jaxcnn.models.vgg import VGG16, preprocess_input
+    from jaxcnn.train import Trainer, get_optimizer
+    from jaxcnn.transfer import extract_features
+    from jaxcnn.weights import restore_variables
+
+    ds = load_dataset("cifar10", data_dir=data_dir)
+    rng = np.random.default_rng(seed)
+    tr, te = rng.permutation(len(ds.y_train))[:n_train], rng.permutation(len(ds.y_test))[:n_test]
+    x_train, y_train = preprocess_input(ds.x_train[tr].astype(np.float32)), ds.y_train[tr]
+    x_test, y_test = preprocess_input(ds.x_test[te].astype(np.float32)), ds.y_test[te]
+    vgg = VGG16(include_top=False)
+    bases = {"converted": restore_variables(conv_dir)["params"],
+             "random": jax.tree.map(np.asarray, vgg.init(jax.random.PRNGKey(seed), x_train[:1])["params"])}
+    out = {"classes": 10, "n_train": n_train, "n_test": n_test, "epochs": epochs, "optimizer": "adam 1e-3"}
+    for base_name, params in bases.items():
+        t = time.perf_counter()
+        f_train = extract_features(vgg.apply, {"params": params}, x_train, batch_size=64)
+        f_test = extract_features(vgg.apply, {"params": params}, x_test, batch_size=64)
+        out[f"{base_name}_extract_seconds"] = round(time.perf_counter() - t, 1)
+        for head in ("a", "c"):
+            trainer = Trainer(TransferHead(head, 10), f_train.shape[1:], loss="sparse_categorical_crossentropy",
+                              optimizer=get_optimizer("adam", 1e-3), seed=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # features are not pixels: no [0, 1] range
+                h = trainer.fit(f_train, y_train, epochs=epochs, batch_size=32,
+                                validation_data=(f_test, y_test), verbose=0)
+            out[f"head_{head}_{base_name}"] = [round(float(a), 4) for a in h["val_accuracy"]]
+    return out
+
+
 def _run_record(acc, loss, frozen_s, finetune_s, r) -> dict:
     return {"test_accuracy_per_epoch": [round(float(a), 4) for a in acc],
             "train_loss_per_epoch": [round(float(v), 4) for v in loss],
@@ -405,8 +443,10 @@ def main(argv=None):
             out = {"features": lambda: part_features(args.base_dir, conv_dir, data),
                    "keras": lambda: keras(args.base_dir, data, r),
                    "jaxcnn": lambda: jaxcnn(conv_dir, data, r),
-                   "random": lambda: jaxcnn(None, data, r)}[part]()
-            out["mode"] = "full" if args.full or part == "features" else "blocks 1-4 computed once"
+                   "random": lambda: jaxcnn(None, data, r),
+                   "heads_ac": lambda: part_heads_ac(conv_dir, args.data_dir)}[part]()
+            if part in ("keras", "jaxcnn", "random"):
+                out["mode"] = "full" if args.full else "blocks 1-4 computed once"
             out["wall_seconds"] = round(time.perf_counter() - t, 1)
             with open(path, "w") as f:
                 json.dump(out, f, indent=1)
