@@ -85,6 +85,7 @@ def test_model_trains(name):
 
 @pytest.mark.parametrize("name", _params(sorted(TINY_SHAPES), KNOWN_DIFFERENT))
 def test_model_same_on_8_devices(on_8_devices, name):
+    """8 devices (2 for the slow models: memory) give one device's loss, gradients and params."""
     result = on_8_devices[f"{name}/jit"]
     assert "ok" in result, result["error"]
     assert result["ok"]["loss"] < 1e-5 and result["ok"]["grads"] < 1e-4, result
