@@ -276,7 +276,7 @@ def _add_use(sub) -> None:
                                    "confusion.png and errors.png.")
     p.add_argument("workdir", help="the run's folder")
     p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
-    p.add_argument("--limit", type=positive_int, help="only the first N test examples")
+    p.add_argument("--limit", type=positive_int, help="only N test examples, spread over the classes")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--fake-devices", type=positive_int, metavar="K", help="run on K fake CPU devices")
     _checkpoint_arg(p)

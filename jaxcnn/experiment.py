@@ -43,7 +43,7 @@ class ExperimentConfig:
     precision: str = "auto"  # compute dtype: auto (bf16 on GPU/TPU, f32 on CPU) | bf16 | f32
     data_dir: str | None = None
     dataset_kwargs: dict = dataclasses.field(default_factory=dict)
-    train_limit: int | None = None  # first N training examples: tiny smoke runs
+    train_limit: int | None = None  # N training examples spread over the classes: smoke runs
     test_limit: int | None = None
     resize: tuple | None = None  # (height, width): resize images after the limits are taken
     strategy: str | None = None  # device strategy, see jaxcnn.parallel
@@ -575,7 +575,7 @@ FLAG_FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
                     "compute dtype (params stay float32); auto: bf16 on GPU/TPU, f32 on CPU"),
     "--seed": (("seed",), "N", "override the seed (0 or more)"),
     "--augment": (("augment",), "SPEC", "augmentation recipe (A, B, none) or key=value,... parameters"),
-    "--limit": (("train_limit", "test_limit"), "N", "use only the first N train and test examples (smoke runs)"),
+    "--limit": (("train_limit", "test_limit"), "N", "use only N train and N test examples, spread over the classes (smoke runs)"),
     "--strategy": (("strategy",), "jit|pmap", "device strategy: jit (default) or pmap"),
     "--checkpoint-every": (("checkpoint_every_steps",), "N",
                            "also checkpoint every N steps (default: at epoch ends only)"),

@@ -15,6 +15,7 @@ and the head alone (`TransferHead`) trains on the stored features at the speed o
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable, Mapping
 
 import jax
@@ -113,6 +114,22 @@ def _batches(images, batch_size):
                 yield batch[i:i + batch_size]
 
 
+@functools.lru_cache(maxsize=32)
+def _jitted_apply(owner, func, compute_dtype):
+    fn = func if owner is None else func.__get__(owner)
+    return jax.jit(lambda v, x: fn(v, x if compute_dtype is None else x.astype(compute_dtype)))
+
+
+def _compiled_apply(apply_fn: Callable, compute_dtype):
+    """One jitted `apply_fn` per (module, method, dtype): repeated `extract_features` calls with
+    `model.apply` (a new bound method each time, an equal module) reuse the compilation."""
+    owner = getattr(apply_fn, "__self__", None)
+    try:
+        return _jitted_apply(owner, getattr(apply_fn, "__func__", apply_fn), compute_dtype)
+    except TypeError:  # an unhashable owner: compile for this call only
+        return jax.jit(lambda v, x: apply_fn(v, x if compute_dtype is None else x.astype(compute_dtype)))
+
+
 def extract_features(apply_fn: Callable, variables, images, batch_size: int = 32,
                      compute_dtype=None) -> np.ndarray:
     """`apply_fn(variables, x)` over `images` in batches, on device, gathered as float32 numpy.
@@ -122,7 +139,7 @@ def extract_features(apply_fn: Callable, variables, images, batch_size: int = 32
     `images`: an array, or an iterable of image batches. Short batches are padded to
     `batch_size` (one compilation) and the padding dropped.
     """
-    step = jax.jit(lambda v, x: apply_fn(v, x if compute_dtype is None else x.astype(compute_dtype)))
+    step = _compiled_apply(apply_fn, compute_dtype)
     out = []
     for x in _batches(images, batch_size):
         real = len(x)

@@ -142,3 +142,23 @@ def test_validation_split_takes_last_fraction():
     assert list(yt) == list(range(90)) and list(yv) == list(range(90, 100))
     with pytest.raises(ValueError):
         validation_split(x, y, 1.5)
+
+
+def test_take_keeps_every_class_of_a_split_stored_class_by_class():
+    from jaxcnn.data.sources import Dataset
+
+    y = np.repeat(np.arange(2, dtype=np.int32), 50)  # all cats, then all dogs (as image folders load)
+    x = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)
+    small = Dataset("t", x, y, x, y, class_names=("cat", "dog")).take(10, 4)
+    np.testing.assert_array_equal(np.bincount(small.y_train), [5, 5])
+    np.testing.assert_array_equal(np.bincount(small.y_test), [2, 2])
+    np.testing.assert_array_equal(small.x_train[:, 0, 0, 0], [0, 1, 2, 3, 4, 50, 51, 52, 53, 54])  # original order
+
+
+def test_take_limits_nest_and_stay_close_to_the_first_examples_on_shuffled_data():
+    from jaxcnn.data.sources import spread_indices
+
+    y = np.random.default_rng(0).integers(0, 10, 1000)
+    big, small = spread_indices(y, 96), spread_indices(y, 64)
+    np.testing.assert_array_equal(big[spread_indices(y[big], 64)], small)
+    assert np.all(np.diff(small) > 0) and small[-1] < 200

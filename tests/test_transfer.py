@@ -158,3 +158,22 @@ def test_head_on_extracted_features_matches_full_model():
     merged = {"params": {"base": variables["params"]["base"], "head": state.params}}
     np.testing.assert_allclose(model.apply(merged, images),
                                head.apply({"params": state.params}, feats), rtol=1e-5, atol=1e-5)
+
+
+def test_extract_features_compiles_once_across_calls_with_equal_modules():
+    import flax.linen as nn
+
+    traces = []
+
+    class Probe(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            traces.append(x.shape)  # runs only while tracing
+            return nn.Dense(2)(x.reshape(len(x), -1))
+
+    images = np.ones((6, 2, 2, 1), np.float32)
+    variables = Probe().init(jax.random.key(0), images[:1])
+    first = extract_features(Probe().apply, variables, images, batch_size=4)
+    again = extract_features(Probe().apply, variables, images, batch_size=4)
+    assert len(traces) == 2  # init, then one compilation shared by both calls (padded last batch)
+    np.testing.assert_array_equal(first, again)

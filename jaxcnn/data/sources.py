@@ -46,12 +46,29 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     def take(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
-        """The first examples of each split: a tiny slice for tests and smoke runs."""
-        return dataclasses.replace(
-            self,
-            x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
-            x_test=self.x_test[:n_test], y_test=self.y_test[:n_test],
-        )
+        """At most n examples of each split, spread over the classes (`spread_indices`): a small
+        slice for tests and smoke runs that keeps every class even when a split is stored class
+        by class (image folders)."""
+        tr, te = spread_indices(self.y_train, n_train), spread_indices(self.y_test, n_test)
+        return dataclasses.replace(self, x_train=self.x_train[tr], y_train=self.y_train[tr],
+                                   x_test=self.x_test[te], y_test=self.y_test[te])
+
+
+def spread_indices(labels, n: int | None) -> np.ndarray:
+    """Indices of at most `n` examples taken round-robin over the classes (each class's first
+    examples, classes in label order), returned in their original order.
+
+    On shuffled data this is close to "the first n"; on data sorted by class it still holds
+    every class. A smaller n picks a subset of a larger n's choice, so limits nest.
+    """
+    labels = np.asarray(labels)
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    order = np.argsort(labels, kind="stable")
+    first_of_class = np.searchsorted(labels[order], labels[order], side="left")
+    rank = np.empty(len(labels), np.int64)
+    rank[order] = np.arange(len(labels)) - first_of_class  # position within its own class
+    return np.sort(np.lexsort((labels, rank))[:n])
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int | None, what: str) -> None:
