@@ -271,8 +271,8 @@ def load_test_split(card: ModelCard, data_dir: str | None = None, limit: int | N
     """
     from jaxcnn.data import load_dataset
 
-    ds = load_dataset(card.dataset, data_dir=data_dir)
-    x, y = ds.x_test[:limit], ds.y_test[:limit]
+    ds = load_dataset(card.dataset, data_dir=data_dir).take(None, limit)  # as `--limit` in training
+    x, y = ds.x_test, ds.y_test
     if x.ndim == 4 and tuple(x.shape[1:3]) != tuple(card.input_shape[:2]):
         from jaxcnn.data.image_folder import resize_images
 
