@@ -18,6 +18,7 @@ with their images in the same order on every backend.
 
 from __future__ import annotations
 
+import collections
 from typing import Callable, Iterator
 
 import jax
@@ -71,8 +72,18 @@ class PipelineRoad:
         for step, batch in enumerate(batches, start_step):
             yield step, step + 1, self.trainer.strategy.put_batch(batch)
 
+    # Steps dispatched but not yet computed: each holds its input batch. Without a bound, a host
+    # that makes batches faster than the device trains runs ahead by hundreds of steps and their
+    # batches pile up in memory (measured: +1.7 GB over 2 GB of 128x128 records on a CPU).
+    max_in_flight = 4
+
     def run(self, state, batch):
-        return self.trainer._train_step(state, batch)
+        out = self.trainer._train_step(state, batch)
+        pending = self.__dict__.setdefault("_in_flight", collections.deque())
+        pending.append(out[1])
+        if len(pending) > self.max_in_flight:
+            jax.block_until_ready(pending.popleft())
+        return out
 
 
 def _is_spec(augment) -> bool:
