@@ -62,6 +62,10 @@ def test_prepared_folder_holds_what_load_image_folder_loads(folder, tmp_path):
     order = np.array([19, 0, 7, 7, 3])  # any order, repeats, across shards
     np.testing.assert_array_equal(ds.x_train[order], want.x_train[order])
     np.testing.assert_array_equal(ds.x_train[5:9][np.arange(4)], want.x_train[5:9])  # a view
+    small, want_small = ds.take(6, 3), want.take(6, 3)  # spread over the class-sorted split, as Dataset's
+    assert sorted(set(small.y_train.tolist())) == [0, 1, 2]
+    np.testing.assert_array_equal(small.y_train, want_small.y_train)
+    np.testing.assert_array_equal(np.asarray(small.x_train), want_small.x_train)
     with pytest.raises(DataError, match=r"05\.png"):
         records.prepare(f"image_folder:{folder}", str(tmp_path / "strict"), on_error="raise", progress=False)
 

@@ -178,13 +178,17 @@ class PreparedSplit:
     def __getitem__(self, key):
         """`split[i]` -> one image; `split[indices]` -> stacked images; `split[a:b]` -> a view."""
         if isinstance(key, slice):
-            base = np.arange(len(self))[key]
-            return PreparedSplit(self.root, self.split, _index=base if self._index is None else self._index[base],
-                                 _manifest=self.manifest)
+            return self.view(np.arange(len(self))[key])
         idx = np.asarray(key, dtype=np.int64)
         if idx.ndim == 0:
             return self.read(idx[None])[0]
         return self.read(idx)
+
+    def view(self, indices) -> "PreparedSplit":
+        """The examples at `indices` as a split of their own (nothing is read)."""
+        base = np.asarray(indices, np.int64)
+        return PreparedSplit(self.root, self.split, _index=base if self._index is None else self._index[base],
+                             _manifest=self.manifest)
 
     def __array__(self, dtype=None, copy=None):
         """A small split or view (a sample to plot) as one array; a big one is refused, not loaded."""
@@ -277,7 +281,10 @@ class PreparedDataset:
     def take(self, n_train: int | None = None, n_test: int | None = None) -> "PreparedDataset":
         out = object.__new__(PreparedDataset)
         out.__dict__.update(self.__dict__)
-        out.x_train, out.x_test = self.x_train[:n_train], self.x_test[:n_test]
+        from jaxcnn.data.sources import spread_indices  # as Dataset.take: every class kept
+
+        out.x_train = self.x_train.view(spread_indices(self.y_train, n_train))
+        out.x_test = self.x_test.view(spread_indices(self.y_test, n_test))
         out.y_train, out.y_test = out.x_train.labels, out.x_test.labels
         return out
 
