@@ -97,6 +97,27 @@ def test_max_pool_values_and_gradients_equal_reduce_window_with_ties():
     assert float(jnp.sum(ours != 0)) <= weights.size  # one winner per window, no split gradient
 
 
+def test_max_pool_gradient_is_whole_when_its_input_is_a_fused_batchnorm():
+    """Each window passes its whole gradient on, also when XLA fuses the BatchNorm that makes the
+    pool's input into several consumers (a comparison with the maximum in the backward pass lost
+    windows there: N7's gradients differed between 1 and 8 devices)."""
+    import flax.linen as nn
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 10, 10, 32)).astype(np.float32)
+    w = rng.normal(size=(16, 5, 5, 32)).astype(np.float32)
+
+    def grad_of_pool_input(pool):
+        def loss(eps, x):
+            mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+            return jnp.sum(w * pool((jnp.maximum(x, 0) - mean) / jnp.sqrt(var + 1e-3) + eps))
+        return np.asarray(jax.jit(jax.grad(loss))(np.zeros_like(x), x))
+
+    ours = grad_of_pool_input(max_pool)
+    chex.assert_trees_all_equal(ours.reshape(16, 5, 2, 5, 2, 32).sum((2, 4)), w)
+    chex.assert_trees_all_equal(ours, grad_of_pool_input(lambda t: nn.max_pool(t, (2, 2), (2, 2))))
+
+
 def test_max_pool_gradient_matches_tensorflow():
     tf = pytest.importorskip("tensorflow")
     rng = np.random.default_rng(3)

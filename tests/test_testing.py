@@ -30,17 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = sorted(set(TINY_SHAPES) - HEAVY)
 
 
-# Found by assert_same_on_devices, not fixed yet: with dropout after its conv blocks, N7's gradients
-# under sharded jit on 8 devices differ from one device's (forward and loss agree; without conv
-# dropout, or without BatchNorm, they match).
-KNOWN_DIFFERENT = {"bn_cnn_binary": "conv dropout + BatchNorm: 8-device gradients differ under sharded jit"}
-
-
-def _params(names, known=None):
-    known = known or {}
-    return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else
-            pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=known[n])) if n in known else n
-            for n in names]
+def _params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in names]
 
 
 def _env():
@@ -83,7 +74,7 @@ def test_model_trains(name):
     chex.assert_tree_all_finite(losses)
 
 
-@pytest.mark.parametrize("name", _params(sorted(TINY_SHAPES), KNOWN_DIFFERENT))
+@pytest.mark.parametrize("name", _params(sorted(TINY_SHAPES)))
 def test_model_same_on_8_devices(on_8_devices, name):
     """8 devices (2 for the slow models: memory) give one device's loss, gradients and params."""
     result = on_8_devices[f"{name}/jit"]

@@ -99,28 +99,25 @@ def _window_max(x, size):
 
 
 def _window_max_fwd(x, size):
-    y = _window_max(x, size)
-    return y, (x, y)
-
-
-def _window_max_bwd(size, res, g):
-    # The first maximum of each window (row-major) takes the whole gradient, as in TensorFlow
-    # and reduce-window. No division by a tie count: JAX's own `max` gradient divides by one,
-    # which XLA:CPU's fusions computed as 0 for BatchNorm inputs (NaN gradients). One masked
-    # select per window position, stacked back: XLA fuses it into one loop.
-    x, y = res
     n, h, w, c = x.shape
-    windows = x.reshape(n, h // size, size, w // size, size, c)
-    zero, taken, rows = jnp.zeros((), g.dtype), None, []
-    for a in range(size):
-        cols = []
-        for b in range(size):
-            hit = windows[:, :, a, :, b, :] == y
-            first = hit if taken is None else hit & ~taken
-            taken = hit if taken is None else taken | hit
-            cols.append(jnp.where(first, g, zero))
-        rows.append(jnp.stack(cols, axis=3))  # [n, h/size, w/size, size(b), c]
-    return (jnp.stack(rows, axis=2).reshape(n, h, w, c),)  # [n, h/size, size(a), w/size, size(b), c]
+    # [n, h/size, w/size, c, size*size]: each window's elements last, row-major.
+    flat = x.reshape(n, h // size, size, w // size, size, c).transpose(0, 1, 3, 5, 2, 4)
+    flat = flat.reshape(n, h // size, w // size, c, size * size)
+    # The index of the first maximum, from one reduction. Not `x == max(x)` in the backward:
+    # XLA may compute `x` (e.g. a fused BatchNorm) once per consumer with different rounding,
+    # and then no element of a window equals its maximum and the window's gradient is lost.
+    return _window_max(x, size), jnp.argmax(flat, axis=-1).astype(jnp.int8)
+
+
+def _window_max_bwd(size, first, g):
+    # The first maximum of each window (row-major) takes the whole gradient, as in TensorFlow
+    # and reduce-window; no division by a tie count (JAX's own `max` gradient divides by one,
+    # which XLA:CPU's fusions computed as 0 for BatchNorm inputs: NaN gradients).
+    n, ho, wo, c = first.shape
+    picked = jnp.where(first[..., None] == jnp.arange(size * size, dtype=jnp.int8), g[..., None],
+                       jnp.zeros((), g.dtype))
+    picked = picked.reshape(n, ho, wo, c, size, size).transpose(0, 1, 4, 2, 5, 3)
+    return (picked.reshape(n, ho * size, wo * size, c),)
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)
