@@ -1,6 +1,6 @@
 """Bounded memory: train over a prepared dataset bigger than a memory budget; report peak RSS.
 
-    python benchmarks/streaming.py --gigabytes 1.5 --budget-gb 1.0 --out /tmp/stream_bench --json out.json
+    python benchmarks/streaming.py --gigabytes 1.5 --budget-gb 1.0 --out DIR --json out.json
 
 Phase 1 (a child process, so its memory is not counted): 128x128 RGB images made from the real
 CIFAR-10 training images (resized, each copy shifted by a few pixels so records differ) are
@@ -21,6 +21,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -98,7 +99,7 @@ def measure(out: str, batch: int, pipeline_batches: int, budget_gb: float) -> di
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="/tmp/jaxcnn_streaming_bench")
+    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "jaxcnn_streaming_bench"))
     p.add_argument("--gigabytes", type=float, default=3.0, help="pixels in the train split")
     p.add_argument("--budget-gb", type=float, default=1.5)
     p.add_argument("--size", type=int, default=128)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from fractions import Fraction
 from typing import Any, Callable
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcnn.train.callbacks import ensure_log_handler, logger
 from jaxcnn.train.ondevice import make_chunk_fn, normalize_images
 from jaxcnn.train.precision import cast_floats, resolve_compute_dtype
 from jaxcnn.train.state import TrainState, init_variables
@@ -291,6 +291,8 @@ def train(model, x, y, x_test, y_test, recipe: Recipe | str | dict, *, seed: int
     "train_seconds_to_target" (None when not reached), "compile_seconds".
     """
     recipe = get_recipe(recipe)
+    if verbose:
+        ensure_log_handler()
     compute_dtype = resolve_compute_dtype(precision)
     x, y = np.asarray(x), np.asarray(y, np.int32)
     steps_per_epoch = len(x) // recipe.batch_size
@@ -344,8 +346,8 @@ def train(model, x, y, x_test, y_test, recipe: Recipe | str | dict, *, seed: int
         if reached is None and correct >= need:
             reached = trained
         if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: {dt:.2f}s, loss {hist['loss'][-1]:.4f}, "
-                  f"test accuracy {correct / n_test:.4f} ({trained:.2f}s trained)", file=sys.stderr, flush=True)
+            logger.info(f"epoch {epoch + 1}/{epochs}: {dt:.2f}s, loss {hist['loss'][-1]:.4f}, "
+                        f"test accuracy {correct / n_test:.4f} ({trained:.2f}s trained)")
         if stop_at_target and reached is not None:
             break
     hist.update({"test_accuracy": hist["val_accuracy"][-1], "train_seconds_to_target": reached,

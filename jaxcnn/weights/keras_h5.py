@@ -25,6 +25,7 @@ import zipfile
 import zlib
 from typing import Any
 
+import jax
 import numpy as np
 
 ARCHS = ("vgg16", "resnet50")
@@ -567,14 +568,6 @@ def main_convert(argv=None) -> int:
     # A WeightConversionError or a missing file goes to the command line's one-line report (exit 2).
     variables = convert_keras_h5(args.arch, in_path, out_dir, args.include_top, args.input_shape,
                                  args.num_classes)
-    n = sum(int(np.prod(a.shape)) for a in _leaves(variables))
+    n = sum(int(np.prod(np.shape(a))) for a in jax.tree.leaves(variables))
     print(f"{args.arch}: {len(_target_layers(variables))} layers, {n:,} values from {in_path} -> {out_dir}")
     return 0
-
-
-def _leaves(tree):
-    for v in tree.values():
-        if isinstance(v, dict):
-            yield from _leaves(v)
-        else:
-            yield v

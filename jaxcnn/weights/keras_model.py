@@ -538,6 +538,8 @@ def main_import(argv=None) -> int:
     """`jaxcnn import-keras FILE OUT_DIR`: a whole Keras model as a jaxcnn weights folder."""
     import argparse
 
+    import jax
+
     ap = argparse.ArgumentParser(
         prog="jaxcnn import-keras",
         description="Import a whole Keras model (Keras 3 .keras, or a tf_keras/Keras 2 full-model "
@@ -551,19 +553,11 @@ def main_import(argv=None) -> int:
     # A WeightConversionError or a missing file goes to the command line's one-line report (exit 2).
     model, variables = import_keras(args.file, args.out_dir, logits=not args.keep_output_activation)
     spec = json.loads(model.spec)
-    n = sum(int(np.prod(np.shape(a))) for col in variables.values() for a in _leaves(col))
+    n = sum(int(np.prod(np.shape(a))) for a in jax.tree.leaves(variables))
     dropped = [a for a in spec["output_activations"] if a != "linear"]
     print(f"{spec['name']}: {len(spec['layers'])} layers, {n:,} values from {args.file} -> {args.out_dir}"
           + (f" (output {', '.join(dropped)} dropped: the module returns logits)" if dropped else ""))
     return 0
-
-
-def _leaves(tree):
-    for v in tree.values():
-        if isinstance(v, dict):
-            yield from _leaves(v)
-        else:
-            yield v
 
 
 def imported_module(path, num_classes: int | None = None, **kwargs) -> KerasGraph:
