@@ -17,6 +17,7 @@ import os
 import sys
 
 from jaxcnn import errors
+from jaxcnn.config_flags import non_negative_int, positive_int
 from jaxcnn.launch import DEFAULT_GRACE
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -283,12 +284,6 @@ def _add_use(sub) -> None:
     p.set_defaults(fn=_cmd_evaluate)
 
 
-def positive_int(raw: str) -> int:
-    from jaxcnn.experiment import positive_int as check
-
-    return check(raw)
-
-
 def positive_float(raw: str) -> float:
     try:
         value = float(raw)
@@ -303,16 +298,6 @@ def port_number(raw: str) -> int:
     value = positive_int(raw)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {value}")
-    return value
-
-
-def non_negative_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 

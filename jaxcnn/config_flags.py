@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import argparse
 from typing import Any, Callable, Iterable
 
 from jaxcnn.errors import UsageError
@@ -142,3 +143,19 @@ def apply_overrides(config, overrides: Iterable[tuple[str, Any]]):
         else:
             changes[base] = value
     return dataclasses.replace(config, **changes)
+
+
+def _int_at_least(low: int, rule: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{rule}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1, "must be a positive integer")  # argparse `type=`: an integer >= 1
+non_negative_int = _int_at_least(0, "must be 0 or more")  # argparse `type=`: an integer >= 0

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jaxcnn import config_flags
+from jaxcnn.config_flags import positive_int
 from jaxcnn.errors import UsageError, debug_requested, guard
 
 
@@ -618,17 +619,6 @@ def _assignment(text: str):
         return config_flags.parse_assignment(ExperimentConfig, text, FIELD_CHECKS)
     except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def positive_int(raw: str) -> int:
-    """argparse `type=`: an integer >= 1."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -529,7 +529,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def main_convert(argv=None) -> int:
     """`jaxcnn convert-weights MODEL IN.h5 OUT_DIR` (or `ARCH --download OUT_DIR`)."""
-    from jaxcnn.experiment import positive_int
+    from jaxcnn.config_flags import positive_int
     from jaxcnn.models import list_models
 
     ap = argparse.ArgumentParser(
