@@ -1,10 +1,14 @@
+import ast
+import glob
 import gzip
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from jaxcnn.data import DataError, load_dataset, load_idx_dataset, read_idx, validation_split, write_idx
+from jaxcnn.data import DataError, load_dataset, load_idx_dataset, read_idx, write_idx
 from jaxcnn.data.sources import dataset_dir, from_arrays
 
 
@@ -135,15 +139,6 @@ def test_bundled_mnist_matches_shared(data_dir, monkeypatch):
     np.testing.assert_array_equal(bundled.x_test, shared.x_test)
 
 
-def test_validation_split_takes_last_fraction():
-    x = np.arange(100)[:, None, None, None]
-    y = np.arange(100)
-    (xt, yt), (xv, yv) = validation_split(x, y, 0.1)
-    assert list(yt) == list(range(90)) and list(yv) == list(range(90, 100))
-    with pytest.raises(ValueError):
-        validation_split(x, y, 1.5)
-
-
 def test_take_keeps_every_class_of_a_split_stored_class_by_class():
     from jaxcnn.data.sources import Dataset
 
@@ -162,3 +157,73 @@ def test_take_limits_nest_and_stay_close_to_the_first_examples_on_shuffled_data(
     big, small = spread_indices(y, 96), spread_indices(y, 64)
     np.testing.assert_array_equal(big[spread_indices(y[big], 64)], small)
     assert np.all(np.diff(small) > 0) and small[-1] < 200
+
+
+DATA_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxcnn", "data")
+
+
+def _data_imports(path):
+    """(module-level, nested) names of the jaxcnn.data modules that the file at `path` imports."""
+    top, nested = set(), set()
+    tree = ast.parse(open(path).read())
+    module_level = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxcnn.data"):
+            names = ([node.module.split(".")[2]] if node.module != "jaxcnn.data"
+                     else [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[2] for a in node.names if a.name.startswith("jaxcnn.data.")]
+        (top if id(node) in module_level else nested).update(names)
+    return top, nested
+
+
+def test_data_modules_import_only_modules_below_them_without_lazy_workarounds():
+    files = {os.path.basename(p)[:-3]: p for p in glob.glob(os.path.join(DATA_PACKAGE, "*.py"))}
+    graph = {}
+    for name, path in files.items():
+        if name == "__init__":
+            continue
+        top, nested = _data_imports(path)
+        assert not nested, f"{name}.py imports {sorted(nested)} inside a function"
+        graph[name] = top & set(files)
+    order, seen = [], set()
+
+    def visit(name, stack):
+        assert name not in stack, f"import loop: {' -> '.join(stack + [name])}"
+        if name not in seen:
+            for dep in sorted(graph[name]):
+                visit(dep, stack + [name])
+            seen.add(name)
+            order.append(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert graph["base"] <= {"errors"} and "sources" not in graph["image_folder"]
+
+
+def test_each_data_module_imports_alone_and_the_package_registers_every_source():
+    code = ("import importlib, sys; importlib.import_module(sys.argv[1]); import jaxcnn.data as d; "
+            "print(d.list_datasets(), d.list_sources())")
+    for module in ("image_folder", "records", "sources", "audio", "video", "base", "pipeline"):
+        out = subprocess.run([sys.executable, "-c", code, f"jaxcnn.data.{module}"], capture_output=True,
+                             text=True, check=True).stdout
+        assert out.strip() == ("['cifar10', 'fashion_mnist', 'mnist', 'moving_digits', 'spoken_digits'] "
+                               "['image_folder', 'prepared', 'tfds']"), module
+
+
+def test_a_registered_source_is_found_by_its_prefix(monkeypatch):
+    from jaxcnn.data import base
+
+    monkeypatch.setattr(base, "_SOURCES", dict(base._SOURCES))
+    monkeypatch.setattr(base, "_SPECS", dict(base._SPECS))
+    x = np.zeros((4, 2, 2, 1), np.uint8)
+
+    @base.register_source("zeros", "N")
+    def zeros(spec, data_dir=None, scale=1):
+        n = int(spec) * scale
+        return from_arrays(x[:n], np.zeros(n), x[:n], np.zeros(n), name=f"zeros:{spec}")
+
+    assert len(load_dataset("zeros:2", scale=2).x_train) == 4
+    with pytest.raises(DataError, match=r"unknown dataset 'nozeros:2'.*zeros:N"):
+        load_dataset("nozeros:2")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from jaxcnn.data import DataError
-from jaxcnn.data.pipeline import ArrayPipeline, epoch_order
+from jaxcnn.data.pipeline import ArrayPipeline, epoch_order, validation_split
 
 
 def _arrays(n=50):
@@ -71,3 +71,14 @@ def test_errors():
     with pytest.raises(DataError, match="fewer than one global batch"):
         list(ArrayPipeline(*_arrays(5), batch_size=8).train_batches(0))
     assert sorted(epoch_order(10, 0, 0)) == list(range(10))
+
+
+def test_validation_split_takes_last_fraction():
+    x = np.arange(100)[:, None, None, None]
+    y = np.arange(100)
+    (xt, yt), (xv, yv) = validation_split(x, y, 0.1)
+    assert list(yt) == list(range(90)) and list(yv) == list(range(90, 100))
+    with pytest.raises(ValueError):
+        validation_split(x, y, 1.5)
+    with pytest.raises(DataError, match="empty split"):
+        validation_split(x[:1], y[:1], 0.5)

@@ -15,8 +15,9 @@ import wave
 
 import numpy as np
 
+from jaxcnn.data.base import Dataset, dataset_dir, register_dataset
 from jaxcnn.data.errors import DataError
-from jaxcnn.data.sources import Dataset, dataset_dir, register_dataset
+from jaxcnn.data.tfutil import import_tf
 
 SAMPLE_RATE = 8000
 CLIP_SAMPLES = 8192  # about 1 s at 8 kHz; longer clips are center-cropped, shorter zero-padded
@@ -74,8 +75,6 @@ def log_mel_spectrograms(waves: np.ndarray, size: int = 64, batch_size: int = 25
     tf.signal STFT (frame 256, hop CLIP_SAMPLES / size, so `size` frames), `size` mel bands over
     20 Hz - 4 kHz, log, then each spectrogram standardized to zero mean and unit variance.
     """
-    from jaxcnn.data.pipeline import import_tf
-
     tf = import_tf()
     hop = waves.shape[1] // size
     mel = tf.signal.linear_to_mel_weight_matrix(size, 129, SAMPLE_RATE, 20.0, SAMPLE_RATE / 2)

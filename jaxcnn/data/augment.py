@@ -43,6 +43,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from jaxcnn.data.tfutil import import_tf
+
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 # A sample point within this distance (pixels) of the image edge still counts as inside for `constant`
 # (float32 coordinates vs Keras' float64 ones).
@@ -217,8 +219,6 @@ _TF_MODULE = None
 def _tf():
     global _TF_MODULE
     if _TF_MODULE is None:
-        from jaxcnn.data.pipeline import import_tf
-
         _TF_MODULE = import_tf()
     return _TF_MODULE
 

@@ -32,8 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxcnn.data.base import Dataset, check_arrays, dataset_dir, register_dataset, register_source
 from jaxcnn.data.errors import DataError
-from jaxcnn.data.sources import Dataset, check_arrays, dataset_dir, register_dataset
+from jaxcnn.data.tfutil import import_tf
 
 CACHE_DIR_ENV = "JAXCNN_CACHE_DIR"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -199,8 +200,6 @@ def decode_images(sources: Sequence, image_size: tuple[int, int] | None = None,
     `shapes` their original (height, width). Without `image_size`, images are resized to the
     first one's size and the caller checks `shapes`.
     """
-    from jaxcnn.data.pipeline import import_tf
-
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     tf = import_tf()
@@ -413,6 +412,12 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
     return ds
 
 
+@register_source("image_folder", "PATH")
+def _load_image_folder_source(path: str, data_dir: str | None = None, **kwargs) -> Dataset:
+    """`image_folder:PATH`: the path is taken as given (not under the data directory)."""
+    return load_image_folder(path, **kwargs)
+
+
 @register_dataset("cifar10")
 def load_cifar10(data_dir: str | None = None, *, image_size=None, classes=None,
                  cache_dir: str | None = None, **kwargs) -> Dataset:
@@ -424,8 +429,6 @@ def load_cifar10(data_dir: str | None = None, *, image_size=None, classes=None,
 
 def resize_images(images: np.ndarray, size, batch_size: int = 256) -> np.ndarray:
     """Resize a uint8 NHWC array (bilinear, rounded, as the loader does), batch by batch in tf.data."""
-    from jaxcnn.data.pipeline import import_tf
-
     tf = import_tf()
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(

@@ -17,7 +17,6 @@ batches cover every example exactly once: the last batch is padded and `mask` is
 from __future__ import annotations
 
 import math
-import os
 import queue
 import threading
 from typing import Callable, Iterator
@@ -26,26 +25,23 @@ import numpy as np
 
 from jaxcnn.data.errors import DataError
 from jaxcnn.data.records import is_source
+from jaxcnn.data.tfutil import has_tensorflow, import_tf  # noqa: F401 - import_tf re-exported for callers
 
 Batch = dict[str, np.ndarray]
 
 
-def has_tensorflow() -> bool:
-    import importlib.util
+def validation_split(x, y, fraction: float):
+    """Keras `fit(validation_split=...)`: the LAST `fraction` of (x, y), taken before any shuffling.
 
-    return importlib.util.find_spec("tensorflow") is not None
-
-
-def import_tf():
-    """TensorFlow for tf.data only: imported lazily and kept off every GPU (XLA owns them)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # already initialized; devices were hidden by an earlier call
-        pass
-    return tf
+    `x` may be an array or a random-access source (its slices are views: nothing is read).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_split must lie in (0, 1), got {fraction}")
+    # Keras: split_at = int(n * (1 - fraction)).
+    split_at = int(len(x) * (1.0 - fraction))
+    if split_at == 0 or split_at == len(x):
+        raise DataError(f"validation_split={fraction} leaves an empty split of {len(x)} examples")
+    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:

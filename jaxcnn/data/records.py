@@ -23,10 +23,14 @@ import json
 import math
 import os
 import threading
+import warnings
 from typing import Sequence
 
 import numpy as np
 
+from jaxcnn._compat import tqdm
+from jaxcnn.data import image_folder as imf
+from jaxcnn.data.base import load_dataset, register_source, spread_indices
 from jaxcnn.data.errors import DataError
 
 FORMAT = "jaxcnn-array-record"
@@ -281,8 +285,7 @@ class PreparedDataset:
     def take(self, n_train: int | None = None, n_test: int | None = None) -> "PreparedDataset":
         out = object.__new__(PreparedDataset)
         out.__dict__.update(self.__dict__)
-        from jaxcnn.data.sources import spread_indices  # as Dataset.take: every class kept
-
+        # As Dataset.take: spread over the classes, so every class is kept.
         out.x_train = self.x_train.view(spread_indices(self.y_train, n_train))
         out.x_test = self.x_test.view(spread_indices(self.y_test, n_test))
         out.y_train, out.y_test = out.x_train.labels, out.x_test.labels
@@ -293,6 +296,12 @@ def load_prepared(root: str, split: str | None = None, verify: bool = False):
     """A prepared folder: the whole `PreparedDataset`, or one `PreparedSplit` when `split` is given."""
     root = os.path.expanduser(root)
     return PreparedDataset(root, verify) if split is None else PreparedSplit(root, split, verify)
+
+
+@register_source("prepared", "DIR")
+def _load_prepared_source(root: str, data_dir: str | None = None, **kwargs):
+    """`prepared:DIR`: the folder is taken as given (not under the data directory)."""
+    return load_prepared(root, **kwargs)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -353,8 +362,6 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
     `decode(items_chunk) -> (images, kept_positions, shape_or_None)` turns into images. Resumable:
     shards already marked done are kept; a complete folder is returned as it is.
     """
-    from jaxcnn._compat import tqdm
-
     if os.path.isfile(os.path.join(out, MANIFEST)):
         done = read_manifest(out)
         if done.get("source") != source or done.get("name") != name:
@@ -443,10 +450,6 @@ def prepare(source: str, out: str, *, image_size=None, color_mode: str = "rgb", 
     shard's images are in memory; other sources are loaded whole first (they fit in memory).
     `limit` keeps at most that many examples per split (spread over the classes).
     """
-    import warnings
-
-    from jaxcnn.data import image_folder as imf
-
     out = os.path.expanduser(out)
     if isinstance(image_size, int) or (image_size is not None and len(image_size) == 1):
         image_size = (int(np.ravel(image_size)[0]),) * 2
@@ -502,8 +505,6 @@ def prepare(source: str, out: str, *, image_size=None, color_mode: str = "rgb", 
         manifest = prepare_arrays(out, splits, class_names, name=name, source=key, shard_size=shard_size,
                                   progress=progress, decode=decode, notes=notes)
     else:
-        from jaxcnn.data.sources import load_dataset
-
         ds = load_dataset(source, data_dir=data_dir)
         splits = {"train": (ds.x_train, ds.y_train), "test": (ds.x_test, ds.y_test)}
         for split, (x, y) in list(splits.items()):

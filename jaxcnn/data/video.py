@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcnn.data.sources import Dataset, load_dataset, register_dataset
+from jaxcnn.data.base import Dataset, load_dataset, register_dataset
 
 CLASSES = ("still", "walking", "running")
 # Fraction of the frame width travelled over a clip, per class.

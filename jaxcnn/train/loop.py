@@ -23,8 +23,7 @@ import optax
 
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
-from jaxcnn.data.pipeline import as_input
-from jaxcnn.data.sources import validation_split as split_last
+from jaxcnn.data.pipeline import as_input, validation_split as split_last
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
 from jaxcnn.train.losses import output_activation
 from jaxcnn.train.metrics import MetricSet
