@@ -239,3 +239,31 @@ def test_an_experiment_trains_from_prepared_records(data_dir, tmp_path, capsys):
     assert metrics["dataset"] == f"prepared:{out}"
     assert metrics["train_examples"] == 64 and metrics["test_examples"] == 64
     assert (workdir / "errors.png").exists()  # the report reads its images from the records
+
+
+def test_fsdd_spectrograms_are_prepared_as_float32_records_and_train(data_dir, tmp_path, capsys):
+    from jaxcnn.cli import main
+
+    out = str(tmp_path / "fsdd")
+    assert main(["prepare", "spoken_digits", "--limit", "30", "--out", out, "--quiet", "--data-dir", data_dir]) == 0
+    assert "train 30, test 30 examples of (64, 64, 1), 10 classes" in capsys.readouterr().out
+    ds = load_dataset(f"prepared:{out}", verify=True)
+    assert ds.manifest["dtype"] == "float32" and ds.x_train.dtype == np.float32
+    want = load_dataset("spoken_digits", data_dir=data_dir).take(30, 30)
+    np.testing.assert_array_equal(ds.x_train[np.arange(30)], want.x_train)  # bit for bit, not rounded to uint8
+    np.testing.assert_array_equal(ds.y_test, want.y_test)
+    workdir = tmp_path / "run"
+    assert main(["train", "spoken_digits_cnn", "--data", f"prepared:{out}", "--limit", "16", "--epochs", "1",
+                 "--batch-size", "8", "--workdir", str(workdir), "--quiet"]) == 0
+    metrics = json.load(open(workdir / "metrics.json"))
+    assert metrics["train_examples"] == 16 and np.isfinite(metrics["test_loss"])
+
+
+def test_records_refuse_arrays_they_cannot_hold(tmp_path):
+    x = np.zeros((4, 2, 2, 1), np.float64)
+    x[2, 1, 0, 0] = np.nan
+    with pytest.raises(DataError, match=r"train shard 0: example 2 holds NaN/inf"):
+        records.prepare_arrays(str(tmp_path / "nan"), {"train": (x, np.zeros(4))}, ["a"], progress=False)
+    with pytest.raises(DataError, match=r"records hold uint8, float16, float32 arrays, not int64"):
+        records.prepare_arrays(str(tmp_path / "int"), {"train": (np.zeros((4, 2, 2, 1), np.int64), np.zeros(4))},
+                               ["a"], progress=False)

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from jaxcnn.data.errors import DataError
+from jaxcnn.data.records import is_source
 
 FLOAT_IMAGE_RANGE = (0.0, 1.5)  # non-negative float images above 1.5 get the warning
 _CHUNK = 1 << 22  # elements per pass: bounds the temporary masks for large float arrays
@@ -31,9 +32,12 @@ def _first(mask: np.ndarray) -> int:
 
 def check_images(x: np.ndarray, what: str) -> None:
     """DataError for NaN/inf in float images (naming the first bad example); warn once when
-    non-negative float images go above 1.5 (floats are used as given: no 1/255 scaling)."""
+    non-negative float images go above 1.5 (floats are used as given: no 1/255 scaling).
+
+    A random-access source (prepared records) is not read whole here: its float values were
+    checked for NaN/inf when they were written (`jaxcnn.data.records.record_array`)."""
     global _warned_range
-    if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+    if is_source(x) or not np.issubdtype(x.dtype, np.floating) or x.size == 0:
         return
     flat = x.reshape(len(x), -1)
     per = max(1, _CHUNK // max(1, flat.shape[1]))

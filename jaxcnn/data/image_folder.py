@@ -428,10 +428,19 @@ def load_cifar10(data_dir: str | None = None, *, image_size=None, classes=None,
 
 
 def resize_images(images: np.ndarray, size, batch_size: int = 256) -> np.ndarray:
-    """Resize a uint8 NHWC array (bilinear, rounded, as the loader does), batch by batch in tf.data."""
+    """Resize an NHWC array (bilinear), batch by batch in tf.data: uint8 rounded back to uint8 as the
+    loader does, floats (spectrograms) kept as float32."""
     tf = import_tf()
     h, w = (size, size) if isinstance(size, int) else tuple(size)
+    is_uint8 = images.dtype == np.uint8
+    out_dtype = np.uint8 if is_uint8 else np.float32
+
+    def resize(x):
+        x = tf.image.resize(x, [h, w])
+        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8) if is_uint8 else x
+
+    if not len(images):
+        return np.zeros((0, h, w, images.shape[-1]), out_dtype)
     ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
-        lambda x: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, [h, w])), 0, 255), tf.uint8),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return np.concatenate(list(ds.as_numpy_iterator())) if len(images) else np.zeros((0, h, w, images.shape[-1]), np.uint8)
+        resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return np.concatenate(list(ds.as_numpy_iterator()))

@@ -4,14 +4,14 @@
     trainer.fit(load_prepared("prepared/photos", "train"), epochs=...)   # or load_dataset("prepared:DIR")
 
 A prepared folder holds, per split, shards `SPLIT-00000-of-00004.array_record` (one record per
-example: its raw uint8 HxWxC pixels, so reading needs no decoder), `SPLIT-labels.npy`, and
-`manifest.json` (format, class names, image shape, per split the example count and per file its
-record count, size and sha256). The manifest is written last: a folder without one is an
+example: its raw HxWxC values, uint8 pixels or float32 arrays such as spectrograms, so reading
+needs no decoder), `SPLIT-labels.npy`, and `manifest.json` (format, class names, image shape and
+dtype, per split the example count and per file its record count, size and sha256). The manifest is written last: a folder without one is an
 unfinished preparation, which `prepare` continues (each shard is marked done, in
 `.prepare/`, only after its file is complete and renamed into place).
 
-`PreparedSplit` is a random-access source: `len()`, `shape`, `labels`, and `split[indices]` ->
-uint8 NHWC. The input pipeline gathers each batch's indices from it exactly as from an array,
+`PreparedSplit` is a random-access source: `len()`, `shape`, `dtype`, `labels`, and
+`split[indices]` -> NHWC of the stored dtype. The input pipeline gathers each batch's indices from it exactly as from an array,
 so the epoch order (a permutation of seed and epoch), mid-epoch resume and each host's slice of
 a global batch are the same as for in-memory arrays: each process reads only its own records.
 """
@@ -40,6 +40,7 @@ PROGRESS_DIR = ".prepare"
 SPLITS = ("train", "test")
 _WRITER_OPTIONS = "group_size:1"  # one record per chunk: cheap random access
 _READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"  # random access (the library's advice)
+RECORD_DTYPES = ("uint8", "float16", "float32")  # float64 is stored as float32 (what training uses)
 ARRAY_LIMIT_BYTES = 64 << 20  # np.asarray(split) reads at most this much (a sample), else TypeError
 
 
@@ -204,7 +205,7 @@ class PreparedSplit:
         return out if dtype is None else out.astype(dtype)
 
     def read(self, idx: np.ndarray) -> np.ndarray:
-        """The images at `idx` (indices into this split or view), uint8 [len(idx), H, W, C]."""
+        """The images at `idx` (indices into this split or view), [len(idx), H, W, C] of `dtype`."""
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         n = len(self)
         if idx.size and (idx.min() < -n or idx.max() >= n):
@@ -358,7 +359,8 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
                    shard_size: int = 4096, progress: bool = True, decode=None, notes: list | None = None) -> dict:
     """Write `splits` ({split: (items, labels)}) as a prepared dataset in `out`; returns the manifest.
 
-    `items` is a uint8 NHWC array, or (with `decode`) a list of encoded sources that
+    `items` is an NHWC array (uint8, or float stored as float32), or (with `decode`) a list of
+    encoded sources that
     `decode(items_chunk) -> (images, kept_positions, shape_or_None)` turns into images. Resumable:
     shards already marked done are kept; a complete folder is returned as it is.
     """
@@ -375,8 +377,8 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
                        "shard_size": shard_size})
     notes = [] if notes is None else notes
     manifest = {"format": FORMAT, "version": VERSION, "name": name, "source": source,
-                "class_names": list(class_names), "encoding": "raw", "dtype": "uint8", "splits": {}}
-    image_shape = None
+                "class_names": list(class_names), "encoding": "raw", "splits": {}}
+    image_shape, dtype = None, None
     total = sum(counts.values())
     bar = tqdm(total=total, desc=f"prepare {name or out}", unit="img", disable=not progress, dynamic_ncols=True)
     for split, (items, labels) in splits.items():
@@ -392,16 +394,22 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
                     images, kept = np.asarray(chunk), np.arange(hi - lo)
                 else:
                     images, kept = decode(chunk, image_shape)
+                images = record_array(images, f"{out}: {split} shard {k}")
                 if image_shape is not None and len(images) and tuple(images.shape[1:]) != image_shape:
                     raise DataError(f"{out}: {split} shard {k} holds images of {images.shape[1:]}, others "
                                     f"{image_shape}")
                 path = os.path.join(out, _shard_name(split, k, n_shards))
                 entry = {"file": write_shard(path, images), "labels": labels[lo:hi][kept].tolist(),
                          "skipped": int((hi - lo) - len(kept)),
-                         "image_shape": list(images.shape[1:]) if len(images) else None}
+                         "image_shape": list(images.shape[1:]) if len(images) else None,
+                         "dtype": images.dtype.name}
                 plan.mark(split, k, entry)
             if entry["image_shape"] is not None:
                 image_shape = image_shape or tuple(entry["image_shape"])
+                shard_dtype = entry.get("dtype", "uint8")
+                if dtype is not None and shard_dtype != dtype:
+                    raise DataError(f"{out}: {split} shard {k} holds {shard_dtype} values, others {dtype}")
+                dtype = shard_dtype
             files.append(entry["file"])
             kept_labels.extend(entry["labels"])
             skipped += entry["skipped"]
@@ -418,9 +426,26 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
             "class_counts": np.bincount(np.asarray(kept_labels), minlength=len(class_names)).tolist()}
     bar.close()
     manifest["image_shape"] = list(image_shape)
+    manifest["dtype"] = dtype
     manifest["notes"] = notes
     _write_json(os.path.join(out, MANIFEST), manifest)
     return manifest
+
+
+def record_array(images, what: str) -> np.ndarray:
+    """`images` as records store them: uint8 as is, floats as float32 (float16 kept), checked for
+    NaN/inf here (training does not read a whole prepared split to check it); else an error."""
+    images = np.asarray(images)
+    if images.dtype == np.float64:
+        images = images.astype(np.float32)
+    if images.dtype.name not in RECORD_DTYPES:
+        raise DataError(f"{what}: records hold {', '.join(RECORD_DTYPES)} arrays, not {images.dtype}")
+    if images.dtype != np.uint8 and len(images):
+        bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        if bad.any():
+            raise DataError(f"{what}: example {int(np.flatnonzero(bad)[0])} holds NaN/inf values: fix or "
+                            "drop it before preparing")
+    return images
 
 
 def _spread(entries: list, limit: int | None, num_classes: int) -> list:
@@ -512,9 +537,7 @@ def prepare(source: str, out: str, *, image_size=None, color_mode: str = "rgb", 
             x, y = x[keep], y[keep]
             if image_size:
                 x = imf.resize_images(x, image_size)
-            if x.dtype != np.uint8:
-                raise DataError(f"{source}: prepared datasets hold uint8 images; this one is {x.dtype}")
-            splits[split] = (x, y)
+            splits[split] = (record_array(x, source), y)
         manifest = prepare_arrays(out, splits, ds.class_names, name=ds.name, source=key, shard_size=shard_size,
                                   progress=progress)
     for msg in manifest.get("notes", []):
