@@ -213,6 +213,20 @@ def test_pipeline_batches_from_records_equal_those_from_arrays(prepared, backend
                 np.testing.assert_array_equal(g[k], w[k], err_msg=k)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+def test_a_record_that_fails_to_decode_stops_the_epoch_with_an_error_naming_its_file(prepared, backend):
+    out, x, y = prepared
+    path = os.path.join(out, records.MANIFEST)
+    manifest = json.load(open(path))
+    shard = _shard(out, "train", 2)
+    manifest["splits"]["train"]["files"][2] = records.write_shard(shard, np.zeros((4, 3, 3, 1), np.uint8))
+    json.dump(manifest, open(path, "w"))
+    split = records.load_prepared(out, "train")
+    pipe = ArrayPipeline(split, split.labels, 4, seed=0, backend=backend)
+    with pytest.raises(DataError, match=f"^{shard}: record \\d holds 9 bytes"):  # itself, not tf's wrapper
+        list(pipe.train_batches(0))
+
+
 def test_each_process_reads_only_its_slice_of_every_global_batch(prepared):
     out, x, y = prepared
     read = []

@@ -105,6 +105,23 @@ def _normalize_np(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+def _reraise_read_errors(batches: Iterator, read_errors: list, op_error: type) -> Iterator:
+    """`batches`, with a tf.data failure caused by a record that cannot be read raised as that
+    record's own DataError (naming its file), not as TensorFlow's wrapper around it."""
+    try:
+        yield from batches
+        return
+    except op_error:
+        if not read_errors:
+            raise
+    # Raised afresh, holding neither TensorFlow's error nor its iterator: an exception kept
+    # alive past that point would end the interpreter in TF's teardown.
+    message = str(read_errors[0])
+    read_errors.clear()
+    del batches
+    raise DataError(message)
+
+
 class ArrayPipeline:
     """Batches from in-memory arrays, with Keras `fit` semantics (see the module docstring).
 
@@ -179,12 +196,20 @@ class ArrayPipeline:
 
     def _tf_batches(self, idx, mask, epoch, start_step, augment):
         tf = import_tf()
+        read_errors: list = []  # a source's DataError, raised again as itself (tf.data would wrap it)
         if is_source(self.x):
             source = self.x  # read by index in tf.data's map (the records of this process only)
             shape, dtype = tuple(source.image_shape), tf.as_dtype(source.dtype)
 
+            def read(i):
+                try:
+                    return source.read(i)
+                except DataError as e:
+                    read_errors.append(e)
+                    raise
+
             def take(i):
-                return tf.ensure_shape(tf.numpy_function(source.read, [i], dtype, stateful=False), (None, *shape))
+                return tf.ensure_shape(tf.numpy_function(read, [i], dtype, stateful=False), (None, *shape))
         else:
             if self._tf_tensors is None:
                 self._tf_tensors = tf.constant(self.x)
@@ -208,4 +233,4 @@ class ArrayPipeline:
 
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.prefetch(self.prefetch if self.prefetch else tf.data.AUTOTUNE)
-        return ds.as_numpy_iterator()
+        return _reraise_read_errors(ds.as_numpy_iterator(), read_errors, tf.errors.OpError)
