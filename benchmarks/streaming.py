@@ -7,10 +7,15 @@ CIFAR-10 training images (resized, each copy shifted by a few pixels so records 
 written with `jaxcnn.data.records.prepare_arrays` until the train split holds `--gigabytes` of
 pixels; the source is generated chunk by chunk, never held whole.
 Phase 2 (this process): the input pipeline alone over `--pipeline-batches` batches (images/s),
-then one epoch of a small CNN over the whole split (images/s), then the peak RSS
-(`ru_maxrss`), which must stay under `--budget-gb`. The numpy backend is used (no TensorFlow in
-the process). Not measured here yet: Keras `image_dataset_from_directory` / `flow_from_directory`
-side by side.
+then one epoch of a small CNN over the whole split with `--augment` in tf.data (images/s), then
+the peak RSS (`ru_maxrss`), which must stay under `--budget-gb`.
+Phase 3, the peers (each in its own process, on the same images): the first `--folder-images`
+training images are also written as JPEG files in class folders, and the input pipeline alone
+(decode, resize, the same augmentation, batch) is timed for jaxcnn (records in tf.data, and
+`jaxcnn prepare image_folder:` of that folder), Keras 3's `image_dataset_from_directory` +
+preprocessing layers, and tf_keras' `ImageDataGenerator.flow_from_directory`. Phase 4: the
+training step rates of N7 (`bn_cnn_binary`) and VGG16 at the same image size and batch, which the
+input pipeline must outrun.
 """
 
 from __future__ import annotations
@@ -60,21 +65,30 @@ def write(out: str, gigabytes: float, size: int) -> None:
                    name=f"cifar10-{size}px", shard_size=2048, progress=True)
 
 
-def measure(out: str, batch: int, pipeline_batches: int, budget_gb: float) -> dict:
+def _rate(batches, n_batches: int) -> float:
+    """Images per second over the first `n_batches` batches (after one warm-up batch)."""
+    it = iter(batches)
+    next(it)
+    t0, seen = time.perf_counter(), 0
+    for i, b in enumerate(it):
+        seen += len(b["image"] if isinstance(b, dict) else b[0])
+        if i + 1 == n_batches:
+            break
+    return seen / (time.perf_counter() - t0)
+
+
+def measure(out: str, batch: int, pipeline_batches: int, budget_gb: float, augment: str) -> dict:
     import flax.linen as nn
 
+    from jaxcnn.data.augment import make_tf_augment, parse_augment
     from jaxcnn.data.pipeline import ArrayPipeline
     from jaxcnn.data.records import load_prepared
     from jaxcnn.train import Trainer
 
     split = load_prepared(out, "train")
-    pipe = ArrayPipeline(split, split.labels, batch, seed=0, backend="numpy")
-    t0, seen = time.perf_counter(), 0
-    for i, b in enumerate(pipe.train_batches(0)):
-        seen += len(b["image"])
-        if i + 1 == pipeline_batches:
-            break
-    pipeline_ips = seen / (time.perf_counter() - t0)
+    pipe = ArrayPipeline(split, split.labels, batch, seed=0, backend="tf",
+                         augment=make_tf_augment(parse_augment(augment)))
+    pipeline_ips = _rate(pipe.train_batches(0), pipeline_batches)
 
     class Small(nn.Module):
         @nn.compact
@@ -83,9 +97,9 @@ def measure(out: str, batch: int, pipeline_batches: int, budget_gb: float) -> di
             x = nn.max_pool(nn.relu(nn.Conv(16, (3, 3))(x)), (4, 4), (4, 4))
             return nn.Dense(10)(x.reshape(len(x), -1))
 
-    trainer = Trainer(Small(), split.image_shape, optimizer="adam", data_backend="numpy", road="pipeline")
+    trainer = Trainer(Small(), split.image_shape, optimizer="adam", data_backend="tf", road="pipeline")
     t0 = time.perf_counter()
-    trainer.fit(split, split.labels, epochs=1, batch_size=batch, verbose=0)
+    trainer.fit(split, split.labels, epochs=1, batch_size=batch, augment=augment, verbose=0)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     dataset_bytes = split.nbytes
@@ -93,8 +107,89 @@ def measure(out: str, batch: int, pipeline_batches: int, budget_gb: float) -> di
             "train_examples": len(split), "dataset_gb": dataset_bytes / 2**30,
             "on_disk_gb": sum(os.path.getsize(f) for f in split.files) / 2**30,
             "budget_gb": budget_gb, "peak_rss_gb": peak / 2**30, "under_budget": peak < budget_gb * 2**30,
-            "batch_size": batch, "pipeline_images_per_s": pipeline_ips,
+            "batch_size": batch, "augment": augment, "pipeline_images_per_s": pipeline_ips,
             "train_epoch_seconds": seconds, "train_images_per_s": (len(split) // batch * batch) / seconds}
+
+# One augmentation for every pipeline: ImageDataGenerator's terms (jaxcnn's parity ops take the same).
+AUGMENT = "rotation_range=10,width_shift_range=0.1,height_shift_range=0.1,horizontal_flip=true"
+
+
+def write_folder(out: str, folder: str, n: int) -> None:
+    """The first `n` training images (and n/8 test images) of the prepared splits as JPEG files,
+    in the layout `jaxcnn prepare image_folder:` reads: FOLDER/{train,test}/CLASS/*.jpg."""
+    from PIL import Image
+
+    from jaxcnn.data.records import load_prepared
+
+    for split_name, count in (("train", n), ("test", max(10, n // 8))):
+        split = load_prepared(out, split_name)
+        names = split.manifest["class_names"]
+        for c in names:
+            os.makedirs(os.path.join(folder, split_name, c), exist_ok=True)
+        for start in range(0, min(count, len(split)), 512):
+            idx = np.arange(start, min(count, len(split), start + 512))
+            for i, img, label in zip(idx, split.read(idx), split.labels[idx]):
+                Image.fromarray(img).save(os.path.join(folder, split_name, names[label], f"{i:07d}.jpg"), quality=90)
+
+
+def peer_rate(peer: str, folder: str, size: int, batch: int, n_batches: int) -> dict:
+    """Input-pipeline images/s of one peer over the JPEG folder (run in its own process)."""
+    if peer == "jaxcnn_prepare_folder":  # the one-off cost of jaxcnn's record format for these files
+        from jaxcnn.data.records import prepare
+
+        dest = folder.rstrip("/") + "_prepared"
+        t0 = time.perf_counter()
+        prepare(f"image_folder:{folder}", dest, image_size=size, progress=False)
+        n = sum(len(files) for _, _, files in os.walk(folder))
+        return {"images_per_s": n / (time.perf_counter() - t0), "images": n}
+    folder = os.path.join(folder, "train")  # Keras' peers read class folders directly
+    if peer == "keras_image_dataset_from_directory":
+        import keras
+        import tensorflow as tf
+
+        ds = keras.utils.image_dataset_from_directory(folder, image_size=(size, size), batch_size=batch,
+                                                      shuffle=True, seed=0, verbose=False)
+        layers = keras.Sequential([keras.layers.Rescaling(1 / 255), keras.layers.RandomFlip("horizontal"),
+                                   keras.layers.RandomRotation(10 / 360, fill_mode="nearest"),
+                                   keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest")])
+        ds = ds.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        batches = ds.repeat().prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+        return {"images_per_s": _rate(batches, n_batches), "keras": keras.__version__}
+    if peer == "tf_keras_flow_from_directory":
+        import tf_keras
+
+        gen = tf_keras.preprocessing.image.ImageDataGenerator(
+            rescale=1 / 255, rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True)
+        flow = gen.flow_from_directory(folder, target_size=(size, size), batch_size=batch, class_mode="sparse",
+                                       seed=0)
+        return {"images_per_s": _rate(flow, n_batches), "tf_keras": tf_keras.__version__}
+    raise ValueError(peer)
+
+
+def model_rate(name: str, size: int, batch: int, steps: int) -> dict:
+    """Training images/s of a registered model on random inputs: what the pipeline must outrun."""
+    from jaxcnn.models import get_model
+    from jaxcnn.train import Trainer
+
+    binary = name == "bn_cnn_binary"
+    trainer = Trainer(get_model(name), (size, size, 3), optimizer="adam",
+                      loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch * (steps + 1), size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, 2 if binary else 10, len(x))
+    trainer.fit(x[:batch], y[:batch], epochs=1, batch_size=batch, verbose=0)  # compile
+    t0 = time.perf_counter()
+    trainer.fit(x[batch:], y[batch:], epochs=1, batch_size=batch, verbose=0)
+    return {"images_per_s": batch * steps / (time.perf_counter() - t0)}
+
+
+def _child(*args) -> dict:
+    """Run this script's `--phase` in a fresh process; its last stdout line is the JSON result."""
+    done = subprocess.run([sys.executable, __file__, *map(str, args)], check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+PEERS = ("keras_image_dataset_from_directory", "tf_keras_flow_from_directory", "jaxcnn_prepare_folder")
 
 
 def main() -> None:
@@ -105,22 +200,54 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--pipeline-batches", type=int, default=200)
-    p.add_argument("--json", help="also write the results here")
-    p.add_argument("--phase", choices=("all", "write", "measure"), default="all")
+    p.add_argument("--folder-images", type=int, default=8192, help="JPEG files the peers read")
+    p.add_argument("--peers", default=",".join(PEERS), help="comma-separated; empty for none")
+    p.add_argument("--models", default="bn_cnn_binary,vgg16", help="training rates to compare with")
+    p.add_argument("--model-steps", type=int, default=3)
+    p.add_argument("--json", help="also write the results here (after every stage)")
+    p.add_argument("--phase", choices=("all", "write", "folder", "measure", "peer", "model"), default="all")
+    p.add_argument("--name", help=argparse.SUPPRESS)  # the peer or model of a child phase
     args = p.parse_args()
-    if args.phase in ("all", "write") and not os.path.isfile(os.path.join(args.out, "manifest.json")):
-        if args.phase == "all":  # in a child: its memory is not this process's
-            subprocess.run([sys.executable, __file__, "--phase", "write", "--out", args.out,
-                            "--gigabytes", str(args.gigabytes), "--size", str(args.size)], check=True)
-        else:
-            write(args.out, args.gigabytes, args.size)
+    folder = args.out.rstrip("/") + "_jpeg"
     if args.phase == "write":
-        return
-    result = measure(args.out, args.batch_size, args.pipeline_batches, args.budget_gb)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        return write(args.out, args.gigabytes, args.size)
+    if args.phase == "folder":
+        return write_folder(args.out, folder, args.folder_images)
+    if args.phase in ("peer", "model"):
+        r = (peer_rate(args.name, folder, args.size, args.batch_size, args.pipeline_batches) if args.phase == "peer"
+             else model_rate(args.name, args.size, args.batch_size, args.model_steps))
+        return print(json.dumps(r))
+    if not os.path.isfile(os.path.join(args.out, "manifest.json")):  # in a child: its memory is not ours
+        subprocess.run([sys.executable, __file__, "--phase", "write", "--out", args.out,
+                        "--gigabytes", str(args.gigabytes), "--size", str(args.size)], check=True)
+
+    def save(result):
+        print(json.dumps(result, indent=1), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+
+    result = measure(args.out, args.batch_size, args.pipeline_batches, args.budget_gb, AUGMENT)
+    result["command"] = " ".join(["python", "benchmarks/streaming.py", *sys.argv[1:]])
+    save(result)
+    peers = [n for n in args.peers.split(",") if n]
+    if peers and not os.path.isdir(folder):
+        subprocess.run([sys.executable, __file__, "--phase", "folder", "--out", args.out,
+                        "--folder-images", str(args.folder_images)], check=True)
+    common = ["--out", args.out, "--size", args.size, "--batch-size", args.batch_size]
+    for name in peers:
+        result.setdefault("peers", {})[name] = _child("--phase", "peer", "--name", name, *common,
+                                                      "--pipeline-batches", args.pipeline_batches)
+        save(result)
+    for name in (n for n in args.models.split(",") if n):
+        result.setdefault("model_train_images_per_s", {})[name] = _child(
+            "--phase", "model", "--name", name, *common, "--model-steps", args.model_steps)["images_per_s"]
+        save(result)
+    ours = result["pipeline_images_per_s"]
+    result["pipeline_speedup"] = {n: ours / r["images_per_s"] for n, r in result.get("peers", {}).items()
+                                  if n != "jaxcnn_prepare_folder"}
+    result["pipeline_outruns_models"] = {n: ours / r for n, r in result.get("model_train_images_per_s", {}).items()}
+    save(result)
     if not result["under_budget"]:
         sys.exit(f"peak RSS {result['peak_rss_gb']:.2f} GB is over the budget of {args.budget_gb} GB")
 
