@@ -112,3 +112,28 @@ def test_wrong_input_shape_is_a_clear_error():
     trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
     with pytest.raises(ValueError, match=r"shape \(32, 32, 3\) do not fit the model's input shape \(28, 28, 1\)"):
         trainer.fit(np.zeros((64, 32, 32, 3), np.uint8), np.zeros(64, np.int32), verbose=0)
+
+
+def test_pipeline_road_puts_batches_on_device_ahead_and_bounds_steps_in_flight(monkeypatch):
+    """The next `device_prefetch` batches are on the device before a step runs; at most
+    `max_in_flight` dispatched steps (each holding its batch) wait to finish."""
+    from jaxcnn.train.roads import PipelineRoad
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 28, 28, 1), np.float32), rng.integers(0, 10, 64)
+    trainer = Trainer(get_model("mnist_simple"), (28, 28, 1), optimizer="sgd", data_backend="numpy")
+    road = PipelineRoad(trainer, x, y, batch_size=4)
+    puts, put = [], trainer.strategy.put_batch
+    monkeypatch.setattr(trainer.strategy, "put_batch", lambda b: puts.append(1) or put(b))
+    chunks = road.train_chunks(0)
+    first, last, batch = next(chunks)
+    assert (first, last) == (0, 1)
+    assert len(puts) == 1 + road.device_prefetch
+    assert isinstance(batch["image"], jax.Array)
+    assert [first] + [f for f, _, _ in chunks] == list(range(16))  # every step once, in order
+
+    state = trainer.state
+    for _, _, batch in road.train_chunks(1, start_step=3):
+        state, _ = road.run(state, batch)
+        assert len(road._in_flight) <= road.max_in_flight
+    assert int(state.step) == 13

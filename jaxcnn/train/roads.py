@@ -67,10 +67,18 @@ class PipelineRoad:
         self.pipe = host_pipeline(trainer, x, np.arange(len(x), dtype=np.int32), batch_size, augment)
         self.steps_per_epoch = self.pipe.steps_per_epoch()
 
+    # Batches copied to the device ahead of the step that takes them (Flax's prefetch_to_device):
+    # the step never waits on a host-to-device copy.
+    device_prefetch = 2
+
     def train_chunks(self, epoch: int, start_step: int = 0):
         batches = _labelled(self.pipe.train_batches(epoch, start_step=start_step), self.y, self.weight)
+        ready = collections.deque()
         for step, batch in enumerate(batches, start_step):
-            yield step, step + 1, self.trainer.strategy.put_batch(batch)
+            ready.append((step, step + 1, self.trainer.strategy.put_batch(batch)))
+            if len(ready) > self.device_prefetch:
+                yield ready.popleft()
+        yield from ready
 
     # Steps dispatched but not yet computed: each holds its input batch. Without a bound, a host
     # that makes batches faster than the device trains runs ahead by hundreds of steps and their
