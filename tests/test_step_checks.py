@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,3 +44,19 @@ def test_missing_keys_and_images_without_batch_axis(state):
 def test_a_good_batch_still_trains(state):
     new_state, metrics = jax.jit(make_train_step())(state, _batch(mask=np.ones(4, np.float32)))
     assert int(new_state.step) == 1 and float(metrics["count"]) == 4
+
+
+def test_a_non_finite_step_changes_only_the_step_count():
+    """NaN gradients leave params, optimizer state and BatchNorm statistics as they were."""
+    state = create_train_state(get_model("bn_cnn_binary"), (12, 12, 3), optax.adam(1e-3))
+    step = jax.jit(make_train_step("binary_crossentropy"))
+    batch = {"image": np.zeros((4, 12, 12, 3), np.float32), "label": np.zeros(4, np.int32)}
+    good, metrics = step(state, batch)
+    chex.assert_tree_all_finite(good)
+    assert np.isfinite(float(metrics["loss"]))
+    after, metrics = step(good, {**batch, "image": np.full((4, 12, 12, 3), np.nan, np.float32)})
+    assert np.isnan(float(metrics["loss"])) and int(after.step) == 2
+    chex.assert_trees_all_equal((after.params, after.opt_state, after.batch_stats),
+                                (good.params, good.opt_state, good.batch_stats))
+    again, _ = step(after, batch)  # and the next finite step trains on
+    assert int(again.step) == 3 and not np.array_equal(again.params["logits"]["bias"], good.params["logits"]["bias"])

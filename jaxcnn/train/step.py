@@ -67,16 +67,17 @@ def _keep_if_finite(new_state: TrainState, state: TrainState, metrics: dict, gra
     """A step whose loss or gradients are NaN/inf changes nothing but the step count.
 
     Its loss sum is reported as NaN, so the loop stops at the next check with the state of the
-    last finite step (instead of NaN parameters). `jnp.where` on every leaf: values are bitwise
-    those of the plain update when finite.
+    last finite step (instead of NaN parameters). One `lax.cond` picks the old or new leaves:
+    a `jnp.where` per leaf compiled several times slower (ResNet50 with adam: 141 s against 24 s
+    on CPU). Values are bitwise those of the plain update when finite.
     """
     finite = jnp.isfinite(metrics["loss"])
     for g in jax.tree.leaves(grads):
         finite &= jnp.all(jnp.isfinite(g))
-    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-    new_state = new_state.replace(params=jax.tree.map(keep, new_state.params, state.params),
-                                  opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
-                                  batch_stats=jax.tree.map(keep, new_state.batch_stats, state.batch_stats))
+    params, opt_state, batch_stats = jax.lax.cond(
+        finite, lambda: (new_state.params, new_state.opt_state, new_state.batch_stats),
+        lambda: (state.params, state.opt_state, state.batch_stats))
+    new_state = new_state.replace(params=params, opt_state=opt_state, batch_stats=batch_stats)
     return new_state, {**metrics, "loss": jnp.where(finite, metrics["loss"], jnp.nan)}
 
 
