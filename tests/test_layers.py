@@ -66,11 +66,45 @@ def test_conv_mode_selects_the_implementation(monkeypatch):
     assert "conv_general_dilated" not in _traced_ops(conv, x, k)
     monkeypatch.setenv("JAXCNN_CONV", "auto")  # this test machine's backend is the CPU
     assert ("conv_general_dilated" in _traced_ops(conv, x, k)) == (jax.default_backend() != "cpu")
-    monkeypatch.setattr(layers, "IM2COL_MAX_BYTES", 10)  # a patch matrix over the limit: XLA's conv
+    monkeypatch.setattr(layers, "IM2COL_MAX_BYTES", 10)  # one example's patches over the limit: XLA's conv
     assert "conv_general_dilated" in _traced_ops(conv, x, k)
     monkeypatch.setenv("JAXCNN_CONV", "fast")
     with pytest.raises(ValueError, match="JAXCNN_CONV"):
         conv(x, k)
+
+
+def test_chunk_sizes_are_the_fewest_that_fit_and_differ_by_at_most_one():
+    assert layers._chunk_sizes(1024, 300) == (256, 256, 256, 256)
+    assert layers._chunk_sizes(10, 4) == (4, 3, 3)
+    assert layers._chunk_sizes(5, 5) == (5,)
+    assert layers._chunk_sizes(3, 1) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding", [CASES[0], CASES[2], CASES[4]])
+def test_auto_conv_over_the_cap_runs_checkpointed_batch_chunks_equal_to_xla(
+        monkeypatch, x_shape, k_shape, strides, padding):
+    if jax.default_backend() != "cpu":
+        pytest.skip("auto takes XLA's convolution off the CPU backend")
+    monkeypatch.setenv("JAXCNN_CONV", "auto")
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((5,) + x_shape[1:]), jnp.float32)
+    k = jnp.asarray(rng.standard_normal(k_shape), jnp.float32)
+    ho = lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=NHWC).shape[1:3]
+    example_bytes = ho[0] * ho[1] * k_shape[0] * k_shape[1] * k_shape[2] * 4
+    monkeypatch.setattr(layers, "IM2COL_MAX_BYTES", 2 * example_bytes)  # chunks of 2, 2, 1
+    conv = lambda x, k: conv_general_dilated(x, k, strides, padding, dimension_numbers=NHWC)  # noqa: E731
+    ops = _traced_ops(conv, x, k)
+    assert "conv_general_dilated" not in ops
+    assert ops.count("checkpoint[") + ops.count("remat") == 3
+    grad_ops = _traced_ops(jax.grad(_loss(conv_general_dilated, strides, padding), (0, 1)), x, k)
+    assert "conv_general_dilated" not in grad_ops
+    ours = jax.jit(conv)(x, k)
+    ref = lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=NHWC)
+    chex.assert_equal_shape([ours, ref])
+    chex.assert_trees_all_close(ours, ref, rtol=1e-5, atol=1e-4)
+    g_ours = jax.jit(jax.grad(_loss(conv_general_dilated, strides, padding), (0, 1)))(x, k)
+    g_ref = jax.grad(_loss(lax.conv_general_dilated, strides, padding), (0, 1))(x, k)
+    chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-4, atol=1e-4)
 
 
 def test_dilated_and_grouped_convs_take_xlas_path(monkeypatch):

@@ -12,7 +12,7 @@ from jax import lax
 
 glorot_uniform = nn.initializers.glorot_uniform()
 
-# Convolutions whose patch matrix stays under this size run as im2col + one matmul on CPU.
+# The largest patch matrix one im2col matmul builds on CPU; bigger batches run in chunks.
 IM2COL_MAX_BYTES = 256 * 2**20
 _NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # lhs, rhs, out specs of NHWC/HWIO/NHWC
 
@@ -20,8 +20,8 @@ _NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # lhs, rhs, out specs of NHW
 def conv_impl() -> str:
     """How `conv_general_dilated` computes: `JAXCNN_CONV` = auto (default) | im2col | xla.
 
-    auto: im2col on the CPU backend (for patch matrices up to IM2COL_MAX_BYTES), XLA's own
-    convolution elsewhere (cuDNN on GPU).
+    auto: im2col on the CPU backend (in batch chunks whose patch matrices fit IM2COL_MAX_BYTES),
+    XLA's own convolution elsewhere (cuDNN on GPU). im2col: one patch matrix, whatever its size.
     """
     mode = os.environ.get("JAXCNN_CONV", "auto").lower()
     if mode not in ("auto", "im2col", "xla"):
@@ -55,7 +55,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     On XLA:CPU the 2-D NHWC convolutions of these small CNNs, and above all their kernel
     gradients, ran 3-6x slower than the same products as one matmul (benchmarks/SPEED.md);
     autodiff of slices + dot gives the gradients as matmuls and pads. Same values up to float
-    summation order. Dilated, grouped or non-NHWC convolutions always take XLA's path.
+    summation order. A batch whose patch matrix exceeds IM2COL_MAX_BYTES runs as the fewest
+    equal-ish batch chunks that fit, each under `jax.checkpoint` (its patches are rebuilt in the
+    backward, not kept): memory stays near one chunk's patches, and big-batch or big-image steps
+    (airbench at batch 1024, VGG16 at 224x224) keep the matmul speed. XLA's convolution remains
+    for dilated, grouped or non-NHWC convolutions, other backends, symbolic shapes, and a single
+    example whose patches alone exceed the cap.
     """
     args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
             feature_group_count, batch_group_count, precision, preferred_element_type)
@@ -77,10 +82,29 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
             # A symbolic shape (export with a polymorphic batch) keeps the plain convolution: the
             # size test cannot be decided for every batch, and serving runtimes have their own.
             return lax.conv_general_dilated(*args)
-        patch_bytes = lhs.shape[0] * ho * wo * kh * kw * cin * jnp.dtype(lhs.dtype).itemsize
-        if patch_bytes > IM2COL_MAX_BYTES:
+        example_bytes = ho * wo * kh * kw * cin * jnp.dtype(lhs.dtype).itemsize
+        if example_bytes > IM2COL_MAX_BYTES:  # one example's patches already too big: no chunk fits
             return lax.conv_general_dilated(*args)
+        sizes = _chunk_sizes(lhs.shape[0], IM2COL_MAX_BYTES // example_bytes)
+        if len(sizes) > 1:
+            return _chunked_im2col(lhs, rhs, tuple(window_strides), pads, precision,
+                                   preferred_element_type, sizes)
     return _im2col(lhs, rhs, tuple(window_strides), pads, precision, preferred_element_type)
+
+
+def _chunk_sizes(n: int, most: int) -> tuple[int, ...]:
+    """The fewest batch chunks of at most `most` examples, sizes differing by at most one."""
+    k = -(-n // most)
+    return tuple(n // k + (i < n % k) for i in range(k))
+
+
+def _chunked_im2col(lhs, rhs, strides, pads, precision, preferred_element_type, sizes):
+    # Each chunk under `jax.checkpoint`: the backward rebuilds a chunk's patches from its input
+    # slice, so at most about one chunk's patch matrix is alive, in either pass.
+    conv = jax.checkpoint(functools.partial(_im2col, strides=strides, pads=pads, precision=precision,
+                                            preferred_element_type=preferred_element_type))
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return jnp.concatenate([conv(lax.slice_in_dim(lhs, s, s + m), rhs) for s, m in zip(starts, sizes)])
 
 
 Conv = functools.partial(
