@@ -74,9 +74,11 @@ def _keep_if_finite(new_state: TrainState, state: TrainState, metrics: dict, gra
     finite = jnp.isfinite(metrics["loss"])
     for g in jax.tree.leaves(grads):
         finite &= jnp.all(jnp.isfinite(g))
+    new = (new_state.params, new_state.opt_state, new_state.batch_stats)
+    old = (state.params, state.opt_state, state.batch_stats)
+    # cond's branches must agree in dtype; the old leaves take the new ones' (as `where` would).
     params, opt_state, batch_stats = jax.lax.cond(
-        finite, lambda: (new_state.params, new_state.opt_state, new_state.batch_stats),
-        lambda: (state.params, state.opt_state, state.batch_stats))
+        finite, lambda: new, lambda: jax.tree.map(lambda n, o: o.astype(n.dtype), new, old))
     new_state = new_state.replace(params=params, opt_state=opt_state, batch_stats=batch_stats)
     return new_state, {**metrics, "loss": jnp.where(finite, metrics["loss"], jnp.nan)}
 
