@@ -57,13 +57,15 @@ class MnistFast(nn.Module):
     widths: Sequence[int] = (16, 32, 64)
     bn_momentum: float = 0.9
     logit_scale: float = 0.125
+    # Set by the pmap strategy: batch statistics over the global batch (jaxcnn.parallel).
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         for i, width in enumerate(self.widths):
             x = FastConv(width, (3, 3), padding="VALID", kernel_init=torch_default_init, name=f"conv{i + 1}")(x)
             x = ShiftNorm(momentum=self.bn_momentum, epsilon=1e-5, use_running_average=not train,
-                          name=f"norm{i + 1}")(x)
+                          axis_name=self.bn_axis_name, name=f"norm{i + 1}")(x)
             x = nn.relu(x)
             x = max_pool(x) if i < len(self.widths) - 1 else jnp.max(x, axis=(1, 2))
         x = nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_init, name="logits")(flatten(x))
@@ -73,10 +75,12 @@ class MnistFast(nn.Module):
 class ConvGroup(nn.Module):
     width: int
     bn_momentum: float
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = functools.partial(ShiftNorm, momentum=self.bn_momentum, epsilon=1e-12, use_running_average=not train)
+        norm = functools.partial(ShiftNorm, momentum=self.bn_momentum, epsilon=1e-12, use_running_average=not train,
+                                 axis_name=self.bn_axis_name)
         x = FastConv(self.width, (3, 3), padding="SAME", kernel_init=dirac_init, name="conv1")(x)
         x = nn.gelu(norm(name="norm1")(max_pool(x)), approximate=False)
         x = FastConv(self.width, (3, 3), padding="SAME", kernel_init=dirac_init, name="conv2")(x)
@@ -93,6 +97,8 @@ class Airbench(nn.Module):
     logit_scale: float = 1 / 9
     mean: Sequence[float] = CIFAR10_MEAN
     std: Sequence[float] = CIFAR10_STD
+    # Set by the pmap strategy: batch statistics over the global batch (jaxcnn.parallel).
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -102,7 +108,7 @@ class Airbench(nn.Module):
                     conv_general_dilated=conv_general_dilated, name="whiten")(x)
         x = nn.gelu(x, approximate=False)
         for i, width in enumerate(self.widths):
-            x = ConvGroup(width, self.bn_momentum, name=f"block{i + 1}")(x, train)
+            x = ConvGroup(width, self.bn_momentum, self.bn_axis_name, name=f"block{i + 1}")(x, train)
         x = max_pool(x, 3)
         x = nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_init, name="logits")(flatten(x))
         return x * self.logit_scale

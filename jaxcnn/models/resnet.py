@@ -8,6 +8,7 @@ Inputs go through `preprocess_input` ("caffe" mode, the same as VGG16's).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -23,11 +24,11 @@ RESNET50_STAGES = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 
                    ("conv5", 512, 3, 2))
 
 
-def _conv_bn(parent_name: str, x, filters, kernel, stride, padding, train, dtype):
+def _conv_bn(parent_name: str, x, filters, kernel, stride, padding, train, dtype, axis_name=None):
     x = Conv(filters, (kernel, kernel), strides=(stride, stride), padding=padding,
              kernel_init=glorot_uniform, dtype=dtype, name=f"{parent_name}_conv")(x)
     return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPSILON,
-                        dtype=dtype, name=f"{parent_name}_bn")(x)
+                        dtype=dtype, axis_name=axis_name, name=f"{parent_name}_bn")(x)
 
 
 @register_model("resnet50")
@@ -46,13 +47,16 @@ class ResNet50(nn.Module):
     num_classes: int = 1000
     output: str = "logits"
     dtype: Any = None
+    # Set by the pmap strategy: batch statistics over the global batch (jaxcnn.parallel).
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         if self.output not in ("logits", "features"):
             raise ValueError(f"output must be 'logits' or 'features', got {self.output!r}")
+        conv_bn = functools.partial(_conv_bn, train=train, dtype=self.dtype, axis_name=self.bn_axis_name)
         x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))  # conv1_pad
-        x = nn.relu(_conv_bn("conv1", x, 64, 7, 2, "VALID", train, self.dtype))
+        x = nn.relu(conv_bn("conv1", x, 64, 7, 2, "VALID"))
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # pool1_pad (zeros; inputs are >= 0)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")  # pool1_pool
         for stage, filters, blocks, stride in RESNET50_STAGES:
@@ -60,12 +64,12 @@ class ResNet50(nn.Module):
                 name = f"{stage}_block{b}"
                 s = stride if b == 1 else 1
                 if b == 1:
-                    shortcut = _conv_bn(f"{name}_0", x, 4 * filters, 1, s, "VALID", train, self.dtype)
+                    shortcut = conv_bn(f"{name}_0", x, 4 * filters, 1, s, "VALID")
                 else:
                     shortcut = x
-                y = nn.relu(_conv_bn(f"{name}_1", x, filters, 1, s, "VALID", train, self.dtype))
-                y = nn.relu(_conv_bn(f"{name}_2", y, filters, 3, 1, "SAME", train, self.dtype))
-                y = _conv_bn(f"{name}_3", y, 4 * filters, 1, 1, "VALID", train, self.dtype)
+                y = nn.relu(conv_bn(f"{name}_1", x, filters, 1, s, "VALID"))
+                y = nn.relu(conv_bn(f"{name}_2", y, filters, 3, 1, "SAME"))
+                y = conv_bn(f"{name}_3", y, 4 * filters, 1, 1, "VALID")
                 x = nn.relu(shortcut + y)
         if not self.include_top:
             return global_pool(x, self.pooling)
