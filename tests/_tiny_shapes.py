@@ -15,6 +15,6 @@ TINY_SHAPES = {
     "vgg16_transfer_c": (32, 32, 3), "resnet50": (32, 32, 3), "resnet50_transfer_a": (32, 32, 3),
     "resnet50_transfer_c": (32, 32, 3),
 }
-# Checking these takes 20-40 s of CPU each: they run with JAXCNN_SLOW_TESTS=1 (see conftest.py).
-HEAVY = {"airbench", "vgg16", "vgg16_transfer_a", "vgg16_transfer_b", "vgg16_transfer_c", "resnet50",
+# Checking these takes 20-60 s of CPU each: they run on 2 devices (not 8) in the device check.
+LARGE = {"airbench", "vgg16", "vgg16_transfer_a", "vgg16_transfer_b", "vgg16_transfer_c", "resnet50",
          "resnet50_transfer_a", "resnet50_transfer_c"}

@@ -21,12 +21,3 @@ def data_dir():
         pytest.fail(f"datasets folder {path} not found: set JAXCNN_DATA_DIR")
     return path
 
-
-def pytest_collection_modifyitems(config, items):
-    """Tests marked `slow` (the VGG16/ResNet50 families in test_testing.py) run with JAXCNN_SLOW_TESTS=1."""
-    if os.environ.get("JAXCNN_SLOW_TESTS"):
-        return
-    skip = pytest.mark.skip(reason="slow: set JAXCNN_SLOW_TESTS=1 to run")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
