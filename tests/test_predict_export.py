@@ -187,6 +187,11 @@ def test_wrong_channel_count_is_refused_or_converted(predictor, test_images, tmp
     assert row.top[0][1] == pytest.approx(float(predictor.predict(gray[None]).max()), rel=1e-6)
     with pytest.raises(ImageError, match=r"\(28, 28, 3\) do not fit .*3 channel"):
         predictor.predict(rgb[None])
+    with pytest.raises(ImageError, match=r"images of shape \(28, 28, 1\) have 3 axes; expected 4: "
+                                         r"\[batch, 28, 28, 1\]"):
+        predictor.predict(gray)  # one image without its batch axis
+    with pytest.raises(ImageError, match=r"images of shape \(32, 32, 1\) do not fit the model's input \(28, 28, 1\)"):
+        predictor.predict(np.zeros((2, 32, 32, 1), np.uint8))
 
 
 def test_checkpoint_choices(run, predictor, test_images):

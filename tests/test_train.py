@@ -19,7 +19,7 @@ def _mnist_slice(data_dir, n_train=512, n_test=300):
 def test_n1_shapes_and_keras_param_count():
     model = get_model("mnist_cnn")
     variables = model.init(jax.random.PRNGKey(0), np.zeros((2, 28, 28, 1), np.float32))
-    assert model.apply(variables, np.zeros((3, 28, 28, 1), np.float32)).shape == (3, 10)
+    chex.assert_shape(model.apply(variables, np.zeros((3, 28, 28, 1), np.float32)), (3, 10))
     # Keras: conv 320 + conv 18,496 + dense 1600*64+64 = 102,464 + dense 650 -> 121,930.
     assert sum(p.size for p in jax.tree.leaves(variables["params"])) == 121_930
     k = variables["params"]["conv1"]["kernel"]
@@ -58,6 +58,7 @@ def test_one_step_lowers_loss_on_fixed_batch():
         losses.append(float(m["loss"] / m["count"]))
     assert losses[-1] < losses[0]
     assert int(state.step) == 5
+    chex.assert_tree_all_finite((state.params, state.opt_state))
 
 
 def test_fit_trains_without_retracing(data_dir, monkeypatch):
@@ -72,6 +73,34 @@ def test_fit_trains_without_retracing(data_dir, monkeypatch):
     assert len(hist["loss"]) == 3 and hist["loss"][-1] < hist["loss"][0]
     assert hist["val_accuracy"][-1] > 0.5
     assert int(trainer.state.step) == 3 * (512 // 32)
+    chex.assert_tree_all_finite(trainer.state)
+
+
+def test_evaluate_and_predict_compile_once(monkeypatch):
+    """Three calls each, with a ragged tail (padded and masked): one trace of each function."""
+    chex.clear_trace_counter()
+    make_eval = loop.make_eval_step
+    monkeypatch.setattr(loop, "make_eval_step", lambda *a, **k: chex.assert_max_traces(make_eval(*a, **k), n=1))
+    monkeypatch.setattr(loop, "predict_logits", chex.assert_max_traces(loop.predict_logits, n=1))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((70, 28, 28, 1), np.float32), rng.integers(0, 10, 70).astype(np.int32)
+    trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
+    for _ in range(3):
+        metrics = trainer.evaluate(x, y, batch_size=32)
+        probs = trainer.predict(x, batch_size=32)
+    chex.assert_shape(probs, (70, 10))
+    chex.assert_tree_all_finite((metrics, probs))
+
+
+@pytest.mark.parametrize("shape,match", [
+    ((28, 28, 1), r"predict: images of shape \(28, 28, 1\) have 3 axes; expected 4: \[batch, 28, 28, 1\]"),
+    ((4, 28, 28), r"predict: images of shape \(4, 28, 28\) have 3 axes; expected 4: \[batch, 28, 28, 1\]"),
+    ((4, 32, 32, 1), r"predict: images of shape \(32, 32, 1\) do not fit the model's input shape"),
+])
+def test_predict_names_a_wrong_input_shape(shape, match):
+    trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
+    with pytest.raises(ValueError, match=match):
+        trainer.predict(np.zeros(shape, np.float32))
 
 
 def test_evaluate_counts_every_example_once_with_ragged_tail(data_dir):
@@ -79,7 +108,7 @@ def test_evaluate_counts_every_example_once_with_ragged_tail(data_dir):
     trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")
     trainer.fit(ds.x_train, ds.y_train, epochs=1, batch_size=64, verbose=0)
     probs = trainer.predict(ds.x_test, batch_size=64)
-    assert probs.shape == (301, 10)
+    chex.assert_shape(probs, (301, 10))
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
     expected_acc = float(np.mean(probs.argmax(-1) == ds.y_test))
     expected_loss = float(np.mean(-np.log(probs[np.arange(301), ds.y_test])))
