@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(mnist):
     t = _trainer()
     h = t.fit(x, y, epochs=10, batch_size=32, verbose=0, validation_data=(xv, yv), callbacks=[rec, stop])
     assert h.epoch == [0, 1, 2] and stop.stopped_epoch == 2 and stop.best_epoch == 0
-    jax.tree.map(np.testing.assert_array_equal, rec.params[0], jax.device_get(t.state.params))
+    chex.assert_trees_all_equal(rec.params[0], jax.device_get(t.state.params))
     assert not np.array_equal(rec.params[0]["out"]["kernel"], rec.params[2]["out"]["kernel"])
     # the restored weights are the best epoch's: evaluating them gives its val_loss
     assert t.evaluate(xv, yv)["loss"] == pytest.approx(rec.logs[0]["val_loss"], rel=1e-6)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -219,9 +220,7 @@ def test_every_single_bit_flip_in_a_checkpoint_is_detected_and_the_previous_one_
         mgr.close()
         assert loop["global_step"] == previous, f"not detected: {what}"
         assert len(os.listdir(ckdir / "corrupt")) == 1 and str(newest) not in os.listdir(ckdir)
-        for got, exp in zip(jax.tree.leaves(checkpoint.state_tree(state)),
-                            jax.tree.leaves(checkpoint.state_tree(want))):
-            np.testing.assert_array_equal(np.asarray(got), np.asarray(exp))
+        chex.assert_trees_all_equal(checkpoint.state_tree(state), checkpoint.state_tree(want))
     # A lost checksum record is damage too (the loop state says one was written).
     ckdir = tmp_path / "no-record"
     shutil.copytree(reference / "checkpoints", ckdir)

@@ -15,6 +15,7 @@ import os
 import tarfile
 import zipfile
 
+import chex
 import h5py
 import jax
 import numpy as np
@@ -226,8 +227,7 @@ def test_from_keras_equals_keras_in_every_format(net, saved):
     assert output_activations(logit_model) == [final]
     _close(_activate(logit_model.apply(logit_vars, s["x"]), net), s["ref"])
     for col in ("params", "batch_stats"):  # both formats give the same variables
-        for a, b in zip(jax.tree.leaves(variables[col]), jax.tree.leaves(logit_vars[col])):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(variables[col], logit_vars[col])
     if net == "bn_cnn_binary":
         assert len(variables["batch_stats"]) == 3
         bn = s["tfk"].layers[1]
@@ -304,9 +304,7 @@ def test_keras3_files_without_layer_names(net, saved, tmp_path):
                 out.writestr(name, weights.read_bytes() if name == "model.weights.h5" else z.read(name))
     _, a = from_keras(src)
     _, b = from_keras(dst)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(x, y)
+    chex.assert_trees_all_equal(a, b)
 
 
 def test_import_keras_cli_and_reload(saved, tmp_path, capsys):

@@ -271,7 +271,7 @@ def test_output_shape(name):
 
 def test_num_classes_and_flat_input():
     model, variables = init("spectrogram_cnn", num_classes=10)
-    assert model.apply(variables, jnp.ones((2, 64, 64, 1))).shape == (2, 10)
+    chex.assert_shape(model.apply(variables, jnp.ones((2, 64, 64, 1))), (2, 10))
     model, variables = init("cifar10_mlp")
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
     chex.assert_trees_all_equal(model.apply(variables, x), model.apply(variables, x.reshape(2, 3072)))
@@ -333,7 +333,7 @@ def test_batchnorm_stats_update_only_in_training():
         assert not np.allclose(train_updates["batch_stats"][bn]["var"], before["var"])
         np.testing.assert_array_equal(before["mean"], 0.0)  # Keras: moving mean 0, variance 1
         np.testing.assert_array_equal(before["var"], 1.0)
-    assert model.apply(variables, x).shape == (4, 1)  # eval mode needs no mutable collection
+    chex.assert_shape(model.apply(variables, x), (4, 1))  # eval mode needs no mutable collection
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

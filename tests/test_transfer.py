@@ -1,6 +1,7 @@
 """Transfer learning: frozen params never move and hold no optimizer state; unfreezing block5
 moves exactly block5 and the head; pretrained bases load by name; frozen features train a head."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,7 +79,7 @@ def test_optimizer_without_params_and_preprocess_option(tmp_path):
     pretrained = init_variables(VGG16(include_top=False), SHAPE, seed=7)
     save_variables(tmp_path / "base", pretrained)
     variables = init_with_pretrained_base(model, SHAPE, tmp_path / "base")
-    _assert_equal(variables["params"]["base"], pretrained["params"])
+    chex.assert_trees_all_equal(variables["params"]["base"], pretrained["params"])
     late = make_transfer_optimizer(optax.adam(1e-3), trainable="head").init(variables["params"])
     early = make_transfer_optimizer(optax.adam(1e-3), variables["params"], ("head",)).init(variables["params"])
     assert jax.tree.structure(late) == jax.tree.structure(early)
@@ -93,7 +94,7 @@ def test_binary_head_b_and_freeze_mask_prefixes():
     model = get_model("vgg16_transfer_b")
     state, before = _train(model, ("head",), loss="binary_crossentropy", classes=2)
     out = state.apply_fn({"params": state.params}, _batch()["image"])
-    assert out.shape == (4, 1)
+    chex.assert_shape(out, (4, 1))
     mask = freeze_mask({"base": {"block5_conv1": 1, "block50": 2, "block5": {"k": 3}}, "head": 4},
                        ["base/block5"])
     assert mask == {"base": {"block5_conv1": True, "block50": False, "block5": {"k": True}}, "head": False}
@@ -119,9 +120,9 @@ def test_load_base_takes_named_layers_and_reports_mismatches():
     full = init_variables(VGG16(include_top=False), SHAPE, seed=5)
     full["params"] = {**full["params"], "fc1": {"kernel": jnp.ones((2, 2))}}  # extra layers are ignored
     loaded = load_base(variables, full)
-    _assert_equal(loaded["params"]["base"], {k: v for k, v in full["params"].items()
+    chex.assert_trees_all_equal(loaded["params"]["base"], {k: v for k, v in full["params"].items()
                                              if k not in ("fc1", "fc2", "predictions")})
-    _assert_equal(loaded["params"]["head"], variables["params"]["head"])
+    chex.assert_trees_all_equal(loaded["params"]["head"], variables["params"]["head"])
     broken = {"params": dict(full["params"])}
     broken["params"]["block2_conv1"] = {"kernel": jnp.zeros((3, 3, 64, 64)), "bias": jnp.zeros(128)}
     with pytest.raises(ValueError, match=r"params/base/block2_conv1/kernel.*\(3, 3, 64, 64\)"):
@@ -130,19 +131,14 @@ def test_load_base_takes_named_layers_and_reports_mismatches():
         load_base(variables, {"params": {k: v for k, v in full["params"].items() if k != "block4_conv2"}})
 
 
-def _assert_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 def test_head_on_extracted_features_matches_full_model():
     model = get_model("vgg16_transfer_a", num_classes=3)
     variables = init_variables(model, SHAPE)
     images = np.asarray(_batch(n=5)["image"])
     base = VGG16(include_top=False)
     feats = extract_features(base.apply, {"params": variables["params"]["base"]}, images, batch_size=2)
-    assert feats.shape == (5, 1, 1, 512) and feats.dtype == np.float32
+    chex.assert_shape(feats, (5, 1, 1, 512))
+    chex.assert_type(feats, np.float32)
     from_batches = extract_features(base.apply, {"params": variables["params"]["base"]},
                                     iter([images[:3], images[3:]]), batch_size=2)
     np.testing.assert_allclose(from_batches, feats, rtol=1e-6, atol=1e-6)

@@ -7,6 +7,7 @@ and compared with Keras' own forward pass on random 224x224 images.
 
 import os
 
+import chex
 import h5py
 import jax
 import jax.numpy as jnp
@@ -74,12 +75,6 @@ def _keras1_file(path, tfk_model, layer_names=None):
             g.attrs["weight_names"] = np.array(wnames)
 
 
-def _assert_trees_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 def _assert_close(ours, ref):
     ours, ref = np.asarray(ours), np.asarray(ref)
     assert ours.shape == ref.shape
@@ -122,9 +117,9 @@ def test_vgg16_parity_notop_all_formats(vgg):
     assert "fc1" not in top["params"] and len(top["params"]) == 13
     k3 = load_keras_h5("vgg16", vgg["dir"] / "vgg16_k3_notop.weights.h5")
     k1 = load_keras_h5("vgg16", vgg["dir"] / "vgg16_keras1_notop.h5")
-    _assert_trees_equal(top, k3)
-    _assert_trees_equal(top, k1)
-    _assert_trees_equal(top, load_keras_h5("vgg16", vgg["dir"] / "vgg16_k3_notop.keras"))
+    chex.assert_trees_all_equal(top, k3)
+    chex.assert_trees_all_equal(top, k1)
+    chex.assert_trees_all_equal(top, load_keras_h5("vgg16", vgg["dir"] / "vgg16_k3_notop.keras"))
     out = jax.jit(get_model("vgg16", include_top=False).apply)({"params": k3["params"]}, vgg["x"])
     _assert_close(out, vgg["features"])
 
@@ -135,7 +130,7 @@ def test_vgg16_orbax_roundtrip_and_errors(vgg, tmp_path):
     assert read_metadata(tmp_path / "vgg16_notop")["include_top"] is False
     restored = restore_variables(tmp_path / "vgg16_notop")
     assert restored["batch_stats"] == {}
-    _assert_trees_equal(variables["params"], restored["params"])
+    chex.assert_trees_all_equal(variables["params"], restored["params"])
     with pytest.raises(WeightConversionError, match="notop"):
         load_keras_h5("vgg16", src, include_top=True)
     with pytest.raises(WeightConversionError, match="holds no layer of resnet50"):
@@ -174,7 +169,7 @@ def test_convert_weights_cli(vgg, tmp_path, capsys):
     meta = read_metadata(out)
     assert meta["arch"] == "vgg16" and meta["include_top"] is False
     restored = restore_variables(out)
-    _assert_trees_equal(restored["params"], load_keras_h5("vgg16", vgg["dir"] / "vgg16_keras1_notop.h5")["params"])
+    chex.assert_trees_all_equal(restored["params"], load_keras_h5("vgg16", vgg["dir"] / "vgg16_keras1_notop.h5")["params"])
     with pytest.raises(SystemExit):
         main_convert(["vgg16", str(out)])  # IN.h5 missing (and no --download)
     with pytest.raises(SystemExit):
@@ -208,8 +203,8 @@ def test_resnet50_parity_all_formats(resnet):
     apply = jax.jit(get_model("resnet50").apply)
     _assert_close(apply(ref, resnet["x"]), resnet["logits"])
     _assert_close(apply(ref, resnet["x"]), resnet["k3_logits"])
-    _assert_trees_equal(ref, load_keras_h5("resnet50", resnet["dir"] / "r50_k3.weights.h5"))
-    _assert_trees_equal(ref, load_keras_h5("resnet50", resnet["dir"] / "r50_keras1.h5"))
+    chex.assert_trees_all_equal(ref, load_keras_h5("resnet50", resnet["dir"] / "r50_k3.weights.h5"))
+    chex.assert_trees_all_equal(ref, load_keras_h5("resnet50", resnet["dir"] / "r50_keras1.h5"))
 
 
 def test_resnet50_keras3_without_layer_names(resnet, tmp_path):
@@ -221,7 +216,7 @@ def test_resnet50_keras3_without_layer_names(resnet, tmp_path):
         for key in g["layers"]:
             if "name" in g["layers"][key]["vars"].attrs:
                 del g["layers"][key]["vars"].attrs["name"]
-    _assert_trees_equal(load_keras_h5("resnet50", src), load_keras_h5("resnet50", dst))
+    chex.assert_trees_all_equal(load_keras_h5("resnet50", src), load_keras_h5("resnet50", dst))
 
 
 def test_resnet50_notop_pooling_and_orbax(resnet, tmp_path):
@@ -229,7 +224,7 @@ def test_resnet50_notop_pooling_and_orbax(resnet, tmp_path):
                                  include_top=False)
     assert "predictions" not in variables["params"]
     restored = restore_variables(tmp_path / "r50")
-    _assert_trees_equal(variables, restored)
+    chex.assert_trees_all_equal(variables, restored)
     model = get_model("resnet50", include_top=False, pooling="avg")
     _assert_close(jax.jit(model.apply)(restored, resnet["x"]), resnet["pooled"])
     with pytest.raises(WeightConversionError, match="holds no layer of vgg16"):
