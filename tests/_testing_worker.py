@@ -74,6 +74,7 @@ def main(out_path, names):
     bn = get_model("bn_cnn_binary", conv_dropout=0.0, dense_dropout=0.0)
     out["bn_cnn_binary-no-dropout/pmap"] = check(model=bn, input_shape=TINY_SHAPES["bn_cnn_binary"],
                                                  strategy="pmap")
+    out["mnist_fast/pmap"] = check(model=get_model("mnist_fast"), input_shape=TINY_SHAPES["mnist_fast"], strategy="pmap")
     out["bn_cnn_binary/pmap"] = check(model=get_model("bn_cnn_binary"), input_shape=(12, 12, 3), strategy="pmap")
     out["unsynced_bn/jit"] = check(model=UnsyncedBn(), input_shape=(10, 10, 1))
     out["unsynced_bn/pmap"] = check(model=UnsyncedBn(), input_shape=(10, 10, 1), strategy="pmap")
