@@ -1,5 +1,6 @@
 """Your own losses and metrics, sample and class weights, the NaN stop, History: as Keras defines them."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,7 @@ def test_a_callable_loss_trains_like_the_named_one():
     named, m1 = jax.jit(make_train_step("sparse_categorical_crossentropy"))(state, batch)
     state = create_train_state(Tiny(), (28, 28, 1), get_optimizer("adam"), seed=0)
     custom, m2 = jax.jit(make_train_step(my_cross_entropy))(state, batch)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), named.params, custom.params)
+    chex.assert_trees_all_close(named.params, custom.params, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-6)
     with pytest.raises(KeyError, match="or a callable"):
         make_train_step("my_loss")
@@ -112,9 +113,8 @@ def test_class_weight_is_sample_weight_by_class_on_both_roads(mnist):
     b.fit(x, y, epochs=1, batch_size=32, verbose=0,
           sample_weight=np.array([cw.get(int(v), 1.0) for v in y], np.float32))
     c.fit(x, y, epochs=1, batch_size=32, verbose=0, class_weight=cw, road="device", steps_per_call=3)
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.state.params), jax.device_get(b.state.params))
-    jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-6),
-                 jax.device_get(a.state.params), jax.device_get(c.state.params))
+    chex.assert_trees_all_equal(jax.device_get(a.state.params), jax.device_get(b.state.params))
+    chex.assert_trees_all_close(jax.device_get(a.state.params), jax.device_get(c.state.params), rtol=1e-4, atol=1e-6)
     plain = _trainer()
     plain.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert not np.allclose(jax.device_get(plain.state.params["out"]["kernel"]),
@@ -141,8 +141,7 @@ def test_non_finite_step_changes_nothing_but_the_step_count():
     batch["image"][3, 5, 5, 0] = np.nan
     after, metrics = jax.jit(make_train_step("sparse_categorical_crossentropy"))(state, batch)
     assert np.isnan(float(metrics["loss"])) and int(after.step) == 1
-    jax.tree.map(np.testing.assert_array_equal, before.params, jax.device_get(after.params))
-    jax.tree.map(np.testing.assert_array_equal, before.opt_state, jax.device_get(after.opt_state))
+    chex.assert_trees_all_equal((before.params, before.opt_state), jax.device_get((after.params, after.opt_state)))
 
 
 def ce_unless_marked(logits, labels):
@@ -159,7 +158,7 @@ def test_nan_stop_leaves_the_last_finite_state(mnist, road):
     good = jax.device_get(t.state.params)
     with pytest.raises(NonFiniteLossError, match="last one with a finite loss"):
         t.fit(x, y + 10, epochs=1, batch_size=32, verbose=0, road=road, steps_per_call=4)
-    jax.tree.map(np.testing.assert_array_equal, good, jax.device_get(t.state.params))
+    chex.assert_trees_all_equal(good, jax.device_get(t.state.params))
 
 
 def test_fit_returns_a_history_per_call_with_custom_metric(mnist):

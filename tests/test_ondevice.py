@@ -67,6 +67,7 @@ def test_chunk_step_does_not_retrace(mnist_slice, monkeypatch):
     t = _trainer()
     t.fit(x, y, epochs=3, batch_size=32, verbose=0, road="device", steps_per_call=5)
     assert int(t.state.step) == 30
+    chex.assert_tree_all_finite(t.state)
 
 
 def test_device_augment_hook_is_applied_and_seeded(mnist_slice):
