@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,7 @@ def peer_rate(peer: str, folder: str, size: int, batch: int, n_batches: int) -> 
         from jaxcnn.data.records import prepare
 
         dest = folder.rstrip("/") + "_prepared"
+        shutil.rmtree(dest, ignore_errors=True)  # prepare would resume a finished folder: nothing to time
         t0 = time.perf_counter()
         prepare(f"image_folder:{folder}", dest, image_size=size, progress=False)
         n = sum(len(files) for _, _, files in os.walk(folder))
