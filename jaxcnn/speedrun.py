@@ -59,7 +59,7 @@ class Recipe:
     eval_batch: int = 1000
 
 
-MNIST_FAST = Recipe(epochs=2, batch_size=256, lr=0.2, momentum=0.9, label_smoothing=0.1, warmup=0.25,
+MNIST_FAST = Recipe(epochs=3, batch_size=256, lr=0.2, momentum=0.9, label_smoothing=0.1, warmup=0.25,
                     lr_start=0.1, lr_end=0.0, target=0.99)
 # airbench94's hyperparameters; its lr 11.5 and decay 0.0153 are per 1024 examples of a summed loss.
 _KILOSTEP = 1024 * (1 + 1 / (1 - 0.85))
