@@ -234,7 +234,7 @@ def assert_trains(model, input_shape, loss=None, steps: int = 3, *, batch: dict 
                                  "(not used by the loss, or zero gradient):\n  "
                                  + "\n  ".join(_limit([f"params{p}" for p in frozen])))
     stuck = [p for (p, a), (_, b) in zip(_paths(initial.batch_stats), _paths(trained.batch_stats))
-             if every_stat_updates and np.array_equal(a, b)]
+             if np.array_equal(a, b)] if every_stat_updates else []
     if stuck:
         raise AssertionError(f"{name}: BatchNorm statistics did not change in {steps} training steps (a BatchNorm "
                              "that ignores `train`? If it is frozen on purpose, pass every_stat_updates=False):\n  "
