@@ -350,10 +350,33 @@ def _unraisable(u) -> None:
         (_previous_unraisablehook or sys.__unraisablehook__)(u)
 
 
+class _AsyncioToLog(logging.Filter):
+    """On the `asyncio` logger: "exception was never retrieved" reports about a failed Orbax
+    write (a gathered TensorStore future, collected whenever the garbage collector runs, even
+    after the manager is closed) go to the newest manager's log file; any other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _detail_log is None:
+            return True
+        text = record.getMessage()
+        if record.exc_info:
+            import traceback
+
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+        if not any(k in text.lower() for k in ("tensorstore", "orbax", "ocdbt")):
+            return True
+        _detail_log.write(f"{record.levelname} {text}")
+        return False
+
+
 def _route_details(log: _DetailLog) -> None:
-    """Send Orbax's log records and TensorStore's stray tracebacks to `log` from now on."""
+    """Send Orbax's log records and TensorStore's stray tracebacks (unraisable, or logged by
+    asyncio) to `log` from now on."""
     global _detail_log, _previous_unraisablehook
     _detail_log = log
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AsyncioToLog) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_AsyncioToLog())
     if sys.unraisablehook is not _unraisable:
         _previous_unraisablehook = sys.unraisablehook
         sys.unraisablehook = _unraisable

@@ -287,6 +287,34 @@ def test_disk_full_during_a_save_is_one_line_and_the_rerun_uses_the_previous_che
     assert steps_on_disk(tmp_path)[-1] == 3 * STEPS
 
 
+def test_a_failed_writes_unretrieved_future_goes_to_the_log_file_even_after_close(tmp_path, caplog):
+    # TensorStore's gathered write futures fail in Orbax's event loop; asyncio reports them as
+    # "exception was never retrieved" whenever the garbage collector runs, maybe after close.
+    import asyncio
+    import gc
+
+    checkpoint.CheckpointManager(str(tmp_path / "checkpoints")).close()
+
+    def unretrieved(message):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(asyncio.sleep(0))
+        failed = loop.create_future()
+        gathered = asyncio.gather(failed)
+        failed.set_exception(ValueError(message))
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        del failed, gathered
+        gc.collect()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        unretrieved('OUT_OF_RANGE: Error writing "opt_state.0.nu/0" in OCDBT database: File too large')
+        unretrieved("a user's own coroutine failed")
+    shown = [r.getMessage() + str(r.exc_info) for r in caplog.records]
+    assert len(shown) == 1 and "a user's own coroutine failed" in shown[0], shown
+    details = open(tmp_path / "checkpoints" / checkpoint.LOG_FILE).read()
+    assert "never retrieved" in details and "OCDBT database: File too large" in details
+
+
 # -- in-process: weights for inference, and clear errors ---------------------------------------------
 @pytest.fixture(scope="module")
 def sgd_trainer():
