@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from jaxcnn.data.checks import input_shape_problem
 from jaxcnn.model_card import ModelCard, NoTrainedModelError, read_card
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
@@ -101,15 +102,9 @@ class Predictor:
 
     def check_images(self, images) -> np.ndarray:
         images = np.asarray(images)
-        want = tuple(self.card.input_shape)
-        if images.ndim != len(want) + 1:
-            raise ImageError(f"images of shape {images.shape} have {images.ndim} axes; expected {len(want) + 1}: "
-                             f"[batch, {', '.join(map(str, want))}]")
-        if tuple(images.shape[1:]) != want:
-            got = tuple(images.shape[1:])
-            hint = (f": {got[-1]} channel(s) where the model takes {want[-1]}"
-                    if got[:-1] == want[:-1] and got[-1] != want[-1] else "")
-            raise ImageError(f"images of shape {got} do not fit the model's input {want}{hint}")
+        problem = input_shape_problem(images.shape, self.card.input_shape)
+        if problem:
+            raise ImageError(problem)
         return images
 
     def predict(self, images) -> np.ndarray:

@@ -190,7 +190,7 @@ def test_wrong_channel_count_is_refused_or_converted(predictor, test_images, tmp
     with pytest.raises(ImageError, match=r"images of shape \(28, 28, 1\) have 3 axes; expected 4: "
                                          r"\[batch, 28, 28, 1\]"):
         predictor.predict(gray)  # one image without its batch axis
-    with pytest.raises(ImageError, match=r"images of shape \(32, 32, 1\) do not fit the model's input \(28, 28, 1\)"):
+    with pytest.raises(ImageError, match=r"images of shape \(32, 32, 1\) do not fit the model's input shape \(28, 28, 1\)"):
         predictor.predict(np.zeros((2, 32, 32, 1), np.uint8))
 
 

@@ -96,6 +96,7 @@ def test_evaluate_and_predict_compile_once(monkeypatch):
     ((28, 28, 1), r"predict: images of shape \(28, 28, 1\) have 3 axes; expected 4: \[batch, 28, 28, 1\]"),
     ((4, 28, 28), r"predict: images of shape \(4, 28, 28\) have 3 axes; expected 4: \[batch, 28, 28, 1\]"),
     ((4, 32, 32, 1), r"predict: images of shape \(32, 32, 1\) do not fit the model's input shape"),
+    ((4, 28, 28, 3), r"predict: images of shape \(28, 28, 3\) do not fit .*: 3 channel\(s\) where the model takes 1"),
 ])
 def test_predict_names_a_wrong_input_shape(shape, match):
     trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1), optimizer="adam")

@@ -30,6 +30,21 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def input_shape_problem(shape, input_shape) -> str | None:
+    """What is wrong with images of `shape` for a model taking `input_shape` (one example's
+    shape), or None: the message fit/evaluate/predict and exported models' Predictor raise."""
+    shape, want = tuple(shape), tuple(input_shape)
+    if len(shape) != len(want) + 1:
+        return (f"images of shape {shape} have {len(shape)} axes; expected {len(want) + 1}: "
+                f"[batch, {', '.join(map(str, want))}]")
+    got = shape[1:]
+    if got == want:
+        return None
+    hint = (f": {got[-1]} channel(s) where the model takes {want[-1]}"
+            if got[:-1] == want[:-1] and got[-1] != want[-1] else "")
+    return f"images of shape {got} do not fit the model's input shape {want}{hint}"
+
+
 def check_images(x: np.ndarray, what: str) -> None:
     """DataError for NaN/inf in float images (naming the first bad example); warn once when
     non-negative float images go above 1.5 (floats are used as given: no 1/255 scaling).

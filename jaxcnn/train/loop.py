@@ -160,12 +160,9 @@ class Trainer:
     def _check_input(self, x, what, y=None):
         """The one check of fit/evaluate/predict inputs: shape, finite values (jaxcnn.data.checks);
         with `y`, the labels checked for the loss (returned, e.g. (N, 1) squeezed)."""
-        if len(x.shape) != len(self.input_shape) + 1:
-            raise ValueError(f"{what}: images of shape {tuple(x.shape)} have {len(x.shape)} axes; expected "
-                             f"{len(self.input_shape) + 1}: [batch, {', '.join(map(str, self.input_shape))}]")
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"{what}: images of shape {tuple(x.shape[1:])} do not fit the model's "
-                             f"input shape {self.input_shape}")
+        problem = checks.input_shape_problem(x.shape, self.input_shape)
+        if problem:
+            raise ValueError(f"{what}: {problem}")
         checks.check_images(x, what)
         if y is None:
             return None
