@@ -286,7 +286,8 @@ def train(model, x, y, x_test, y_test, recipe: Recipe | str | dict, *, seed: int
     """Train `model` on uint8 NHWC `x` by `recipe`, scoring the test set after each epoch (untimed).
 
     Returns the final state and a history: per epoch "seconds" (training, this epoch),
-    "train_seconds" (cumulative; the last one includes the final TTA scoring, as airbench times it), "loss"/"accuracy" (training, on augmented batches),
+    "train_seconds" (cumulative; the last includes the final TTA scoring, as airbench times it),
+    "loss"/"accuracy" (training, on augmented batches),
     "val_accuracy" (test, integer counts); plus "test_accuracy" (final, with TTA),
     "train_seconds_to_target" (None when not reached), "compile_seconds".
     """
