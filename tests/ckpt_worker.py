@@ -22,7 +22,11 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxcnn.checkpoint import CheckpointCallback, CheckpointError, Preempted
+from jaxcnn.data import load_dataset
+from jaxcnn.data.records import prepare_arrays
 from jaxcnn.models.layers import Conv, Dense, flatten, max_pool
+from jaxcnn.train import Trainer
 
 EPOCHS, BATCH, N_TRAIN, N_TEST = 2, 32, 256, 64
 STEPS_PER_EPOCH = N_TRAIN // BATCH
@@ -46,15 +50,11 @@ class N2(nn.Module):
 
 
 def data():
-    from jaxcnn.data import load_dataset
-
     return load_dataset("mnist").take(N_TRAIN, N_TEST)
 
 
 def prepare_data(out):
     """The worker's data written as a prepared dataset (shards of 100 records)."""
-    from jaxcnn.data.records import prepare_arrays
-
     ds = data()
     prepare_arrays(out, {"train": (ds.x_train, ds.y_train), "test": (ds.x_test, ds.y_test)}, ds.class_names,
                    name="mnist-tiny", shard_size=100, progress=False)
@@ -62,8 +62,6 @@ def prepare_data(out):
 
 
 def make_trainer(backend="numpy", optimizer="adam", model=None):
-    from jaxcnn.train import Trainer
-
     return Trainer(model or N2(), (28, 28, 1), optimizer=optimizer, seed=0, data_backend=backend)
 
 
@@ -83,9 +81,6 @@ class _Progress:
 
 def run(workdir, backend="numpy", step_sleep=0.0, epochs=EPOCHS, async_save=True, prepared=None):
     """Train (resuming from WORKDIR/checkpoints if present); returns (trainer, checkpoint callback)."""
-    from jaxcnn.checkpoint import CheckpointCallback
-    from jaxcnn.data import load_dataset
-
     ds = load_dataset(f"prepared:{prepared}") if prepared else data()
     trainer = make_trainer(backend)
     ckpt = CheckpointCallback(os.path.join(workdir, "checkpoints"), every_n_steps=3, max_to_keep=2,
@@ -133,8 +128,6 @@ if __name__ == "__main__":
         resource.setrlimit(resource.RLIMIT_FSIZE, (args.file_size_limit, args.file_size_limit))
     if args.hang_in_save is not None:
         _hang_in_save(args.hang_in_save)
-    from jaxcnn.checkpoint import CheckpointError, Preempted
-
     try:
         run(args.workdir, args.backend, args.step_sleep, epochs=args.epochs, prepared=args.prepared)
     except Preempted as e:

@@ -21,9 +21,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from jaxcnn import checkpoint
+from jaxcnn.weights import store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -338,6 +340,46 @@ def test_restore_params_into_a_fresh_model_for_predict(reference, sgd_trainer, t
     loop = checkpoint.CheckpointManager(str(reference / "checkpoints"), create=False).read_loop(2 * STEPS)
     assert best == loop["best"]["step"] and loop["best"]["metric"] == "val_accuracy"
     assert loop["best"]["value"] == max(loop["history"]["val_accuracy"])
+
+
+def test_one_weights_format_and_the_older_layout_still_loads(reference, sgd_trainer, tmp_path):
+    trainer, ds = sgd_trainer, worker.data()
+    checkpoint.load_weights(trainer, str(reference / "checkpoints"))
+    want = trainer.predict(ds.x_test)
+    params, stats = jax.device_get(trainer.state.params), jax.device_get(trainer.state.batch_stats)
+    # save_params and save_variables write one folder format, and each reads the other's.
+    checkpoint.save_params(str(tmp_path / "p"), params, stats)
+    checkpoint.save_variables(tmp_path / "v", {"params": params}, metadata={"arch": "n2"})
+    assert sorted(os.listdir(tmp_path / "p")) == sorted(os.listdir(tmp_path / "v")) == ["meta.json", "variables"]
+    assert checkpoint.read_metadata(tmp_path / "v")["arch"] == "n2"
+    like = {"params": params, "batch_stats": stats}
+    for tree in (checkpoint.restore_variables(tmp_path / "p"), checkpoint.restore_params(str(tmp_path / "v")),
+                 checkpoint.restore_params(str(tmp_path / "v"), like=like)):
+        chex.assert_trees_all_equal(tree, like)
+    # A weights folder of the older layout (Orbax's checkpoint at its top, as `save_params` wrote
+    # it before): restored by both, loaded by load_weights, and replaced whole by a new save.
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(str(tmp_path / "old"), like)
+    for tree in (checkpoint.restore_params(str(tmp_path / "old"), like=like),
+                 checkpoint.restore_variables(tmp_path / "old")):
+        chex.assert_trees_all_equal(tree, like)
+    for folder in ("old", "v"):
+        trainer.state = trainer.state.replace(params=jax.tree.map(jnp.zeros_like, trainer.state.params))
+        assert checkpoint.load_weights(trainer, str(tmp_path / folder)) is None
+        np.testing.assert_array_equal(trainer.predict(ds.x_test), want)
+    checkpoint.save_params(str(tmp_path / "old"), params, stats)
+    assert sorted(os.listdir(tmp_path / "old")) == ["meta.json", "variables"]
+    assert store.save_variables is checkpoint.save_variables
+
+
+def test_loop_state_is_the_json_file_orbax_wrote(reference):
+    # The on-disk layout runs resume from: `<step>/loop/metadata` is the loop state as JSON, and
+    # a `state/` item; read through Orbax's API, it is the same.
+    mgr = checkpoint.CheckpointManager(str(reference / "checkpoints"), create=False)
+    for step in mgr.all_steps():
+        raw = json.load(open(reference / "checkpoints" / str(step) / "loop" / "metadata"))
+        assert mgr.read_loop(step) == raw and raw["jaxcnn_format"] == checkpoint.FORMAT_VERSION
+        assert os.path.isdir(reference / "checkpoints" / str(step) / "state")
 
 
 def test_other_model_or_optimizer_is_a_clear_error(reference, tmp_path, sgd_trainer):
