@@ -17,6 +17,7 @@ import os
 import sys
 
 from jaxcnn import errors
+from jaxcnn.config import add_flags
 from jaxcnn.config.checks import checkpoint_choice, non_negative_int, port_number, positive_float, positive_int
 from jaxcnn.launch import DEFAULT_GRACE
 
@@ -295,8 +296,6 @@ def _add_summary(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxcnn import experiment
-
     parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also: JAXCNN_DEBUG=1)")
@@ -305,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_list)
     p = sub.add_parser("train", help="train and evaluate an experiment")
     p.add_argument("experiment", help="experiment name (see `jaxcnn list`) or path to its .py file")
-    experiment.add_flags(p)
+    add_flags(p)
     p.set_defaults(fn=_cmd_train)
     _add_launch(sub)
     _add_tools(sub)
