@@ -17,7 +17,8 @@ import os
 import sys
 
 from jaxcnn import errors
-from jaxcnn.config_flags import non_negative_int, positive_int
+from jaxcnn.config import add_flags
+from jaxcnn.config.checks import checkpoint_choice, non_negative_int, port_number, positive_float, positive_int
 from jaxcnn.launch import DEFAULT_GRACE
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,13 +157,6 @@ def _add_tools(sub) -> None:
                    help="a whole Keras model (.keras, full .h5) -> a Flax module spec + variables")
 
 
-def checkpoint_choice(raw: str) -> str:
-    """argparse `type=` for --checkpoint: auto, final, best, latest or a step number."""
-    if raw in ("auto", "final", "best", "latest") or raw.isdigit():
-        return raw
-    raise argparse.ArgumentTypeError(f"expected auto, final, best, latest or a step number, got {raw!r}")
-
-
 def _checkpoint_arg(p) -> None:
     p.add_argument("--checkpoint", type=checkpoint_choice, default="auto", metavar="WHICH",
                    help="weights: auto (final, else latest checkpoint), final, best, latest, or a step number")
@@ -215,10 +209,9 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    import json
-
     from jaxcnn import report
     from jaxcnn.parallel import setup
+    from jaxcnn.run import RunFolder
 
     setup(fake_devices=args.fake_devices)
     from jaxcnn.predict import load_predictor, load_test_split
@@ -228,12 +221,8 @@ def _cmd_evaluate(args) -> int:
     x, y = load_test_split(card, data_dir=args.data_dir, limit=args.limit)
     metrics = report.write_report(args.workdir, predictor.predict(x), y, x, card.class_names,
                                   title=card.experiment or card.model)
-    path = os.path.join(args.workdir, "metrics.json")
-    merged = json.load(open(path)) if os.path.isfile(path) else {}
-    merged.update(metrics, report_checkpoint=args.checkpoint, report_weights=predictor.source)
-    with open(path + ".tmp", "w") as f:
-        json.dump(merged, f, indent=2)
-    os.replace(path + ".tmp", path)
+    RunFolder(args.workdir).update_metrics({**metrics, "report_checkpoint": args.checkpoint,
+                                            "report_weights": predictor.source})
     print(f"{args.workdir}: accuracy {metrics['report_accuracy']:.4f} on {metrics['report_examples']} test "
           "examples; per-class metrics in metrics.json, confusion.png, errors.png")
     return 0
@@ -284,23 +273,6 @@ def _add_use(sub) -> None:
     p.set_defaults(fn=_cmd_evaluate)
 
 
-def positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {raw}")
-    return value
-
-
-def port_number(raw: str) -> int:
-    value = positive_int(raw)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {value}")
-    return value
-
-
 def _cmd_summary(args) -> int:
     from jaxcnn.models import TUTORIAL_INPUT_SHAPES, get_model, list_models
     from jaxcnn.train.summary import model_summary
@@ -324,8 +296,6 @@ def _add_summary(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxcnn import experiment
-
     parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also: JAXCNN_DEBUG=1)")
@@ -334,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_list)
     p = sub.add_parser("train", help="train and evaluate an experiment")
     p.add_argument("experiment", help="experiment name (see `jaxcnn list`) or path to its .py file")
-    experiment.add_flags(p)
+    add_flags(p)
     p.set_defaults(fn=_cmd_train)
     _add_launch(sub)
     _add_tools(sub)

@@ -1,6 +1,6 @@
 """The model card of a run, `workdir/model.json`: what inference needs to rebuild the model.
 
-Written by `experiment.train_and_evaluate` before training starts (so a preempted run has one
+Written by `jaxcnn.experiment.train_and_evaluate` before training starts (so a preempted run has one
 too) and read by `jaxcnn predict`, `export` and `evaluate`:
 
     {"format": 1, "model": "mnist_cnn", "model_kwargs": {"num_classes": 10},
@@ -16,18 +16,19 @@ separate file; this one holds only what serving a model needs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
+import jax.numpy as jnp
 import numpy as np
 
-FILENAME = "model.json"
+from jaxcnn.models import get_model
+from jaxcnn.run import MODEL_CARD_FILE, NoTrainedModelError, RunFolder, read_json
+
+FILENAME = MODEL_CARD_FILE
 FORMAT = 1
 SCALINGS = ("divide_by_255", "none")
-
-
-class NoTrainedModelError(FileNotFoundError):
-    """The folder holds no trained run (no model card, or no weights)."""
+__all__ = ["FILENAME", "FORMAT", "SCALINGS", "ModelCard", "NoTrainedModelError", "make_card", "output_activation_of",
+           "read_card", "write_card"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,22 +60,14 @@ class ModelCard:
 
     def build_model(self):
         """The registered linen module, with the run's keyword arguments."""
-        from jaxcnn.models import get_model
-
         return get_model(self.model, **self.model_kwargs)
 
     def scale(self, images):
         """The training pipelines' input scaling, in numpy or jax.numpy (by the input's type)."""
         if self.input_scaling == "divide_by_255":
-            xp = np if isinstance(images, np.ndarray) else _jnp()
+            xp = np if isinstance(images, np.ndarray) else jnp
             return images.astype(xp.float32) * xp.float32(1.0 / 255.0)
         return images.astype("float32")
-
-
-def _jnp():
-    import jax.numpy as jnp
-
-    return jnp
 
 
 def output_activation_of(loss: str) -> str:
@@ -92,24 +85,19 @@ def make_card(*, model: str, model_kwargs: dict, input_shape, input_dtype, class
 
 
 def write_card(workdir: str, card: ModelCard) -> str:
-    path = os.path.join(workdir, FILENAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(card.to_json(), f, indent=2)
-    os.replace(tmp, path)
-    return path
+    """`workdir/model.json` (strict JSON, written atomically by the run folder); its path."""
+    return RunFolder(workdir).write_json(FILENAME, card.to_json())
 
 
 def read_card(workdir: str) -> ModelCard:
     """The run's model card; NoTrainedModelError with a next step when the folder has none."""
-    path = os.path.join(workdir, FILENAME)
+    path = RunFolder(workdir).model_card_path
     if not os.path.isdir(workdir):
         raise NoTrainedModelError(f"{workdir}: no such folder (train first: jaxcnn train NAME --workdir {workdir})")
     if not os.path.isfile(path):
         raise NoTrainedModelError(f"{workdir}: no trained model here (no {FILENAME}; train first with "
                                   f"`jaxcnn train NAME --workdir {workdir}`)")
-    with open(path) as f:
-        d = json.load(f)
+    d = read_json(path)
     if d.get("format", 0) > FORMAT:
         raise ValueError(f"{path}: model card format {d['format']} is newer than this jaxcnn reads ({FORMAT})")
     if d.get("input_scaling") not in SCALINGS:

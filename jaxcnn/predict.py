@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxcnn.data.checks import input_shape_problem
 from jaxcnn.model_card import ModelCard, NoTrainedModelError, read_card
+from jaxcnn.run import RunFolder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -38,22 +39,7 @@ class ImageError(ValueError):
 
 def _weights_source(workdir: str, checkpoint: str | int) -> tuple[str, str | int]:
     """(path, step) for `checkpoint.load_weights`: final params, or a checkpoint of the run."""
-    params, ckpts = os.path.join(workdir, "params"), os.path.join(workdir, "checkpoints")
-    finetune = os.path.join(workdir, "checkpoints_finetune")
-    if os.path.isdir(finetune):
-        ckpts = finetune  # the second training phase holds the newest weights
-    if checkpoint == "auto":
-        checkpoint = "final" if os.path.isdir(params) else "latest"
-    if checkpoint == "final":
-        if not os.path.isdir(params):
-            raise NoTrainedModelError(f"{workdir}: no final weights (params/); the run did not finish. "
-                                      "Use --checkpoint latest or best, or rerun the training to resume it")
-        return params, "latest"
-    if not os.path.isdir(ckpts) or not any(d.isdigit() for d in os.listdir(ckpts)):
-        raise NoTrainedModelError(f"{workdir}: no checkpoints (checkpoints/ is missing or empty)")
-    if isinstance(checkpoint, str) and checkpoint.isdigit():
-        checkpoint = int(checkpoint)
-    return ckpts, checkpoint
+    return RunFolder(workdir).weights_source(checkpoint)
 
 
 @dataclasses.dataclass

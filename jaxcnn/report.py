@@ -13,9 +13,11 @@ already undone by `Trainer.predict`), on the host in exact integer counts:
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from jaxcnn import viz
+from jaxcnn.data.records import is_source
+from jaxcnn.run import RunFolder
 
 
 def class_probabilities(outputs, loss: str) -> np.ndarray:
@@ -77,8 +79,6 @@ def evaluation_metrics(probs, labels, class_names) -> dict:
 
 def _rows(images, idx):
     """Images `idx` of an array or of a prepared split (read from disk)."""
-    from jaxcnn.data.records import is_source
-
     return images[np.asarray(idx, np.int64)] if is_source(images) else np.asarray(images)[idx]
 
 
@@ -87,13 +87,11 @@ def write_report(workdir: str, probs, labels, images, class_names, title: str = 
     """The metrics (see `evaluation_metrics`); with `write`, confusion.png and errors.png in `workdir`."""
     metrics = evaluation_metrics(probs, labels, class_names)
     if write:
-        from jaxcnn import viz
-
-        viz.plot_confusion(np.asarray(metrics["confusion_matrix"]), class_names,
-                           os.path.join(workdir, "confusion.png"), title=title)
+        folder = RunFolder(workdir)
+        viz.plot_confusion(np.asarray(metrics["confusion_matrix"]), class_names, folder.confusion_png, title=title)
         idx = most_confident_errors(probs, labels, errors)
         probs = np.asarray(probs)
         viz.plot_errors(_rows(images, idx), [class_names[int(labels[i])] for i in idx],
                         [class_names[int(probs[i].argmax())] for i in idx],
-                        [float(probs[i].max()) for i in idx], os.path.join(workdir, "errors.png"), title=title)
+                        [float(probs[i].max()) for i in idx], folder.errors_png, title=title)
     return metrics

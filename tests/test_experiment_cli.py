@@ -76,9 +76,13 @@ def test_errors_are_one_line_exit_2_and_debug_shows_the_traceback(tmp_path, caps
 
 def test_jaxcnn_train_and_python_dash_m_share_one_entry(monkeypatch):
     from jaxcnn import experiment
+    from jaxcnn.experiment import runner
 
+    assert runner.run is experiment.run  # one entry, named from the package and from its module
     calls = []
-    monkeypatch.setattr(experiment, "run", lambda config, args: calls.append((config, args.overrides, args.fresh)))
+    fake = lambda config, args: calls.append((config, args.overrides, args.fresh))  # noqa: E731
+    monkeypatch.setattr(experiment, "run", fake)  # what `jaxcnn train` calls
+    monkeypatch.setattr(runner, "run", fake)  # what `experiment.main` calls
     assert main(["train", "mnist_cnn", "--epochs", "2", "--set", "seed=3", "--fresh"]) == 0
     module = __import__("jaxcnn.cli", fromlist=["load_experiment"]).load_experiment("mnist_cnn")
     experiment.main(module.get_config(), ["--epochs", "2", "--set", "seed=3", "--fresh"])
@@ -109,3 +113,53 @@ def test_augment_preview_command(tmp_path, data_dir):
 def test_convert_weights_command_reports_a_missing_file(tmp_path, capsys):
     assert main(["convert-weights", "vgg16", str(tmp_path / "no-such.h5"), str(tmp_path / "out")]) == 2
     assert "no-such.h5" in capsys.readouterr().err
+
+
+# -- the run folder and the one set of validators ------------------------------------------------------
+def test_run_folder_names_writes_and_reads_back(tmp_path):
+    import pytest
+
+    from jaxcnn.model_card import NoTrainedModelError, make_card, read_card, write_card
+    from jaxcnn.run import RunFolder
+
+    folder = RunFolder(str(tmp_path))
+    assert folder.metrics_path == str(tmp_path / "metrics.json")
+    assert folder.checkpoints_dir("_finetune") == str(tmp_path / "checkpoints_finetune")
+    folder.write_metrics({"test_loss": float("nan"), "acc": np.float32(0.5)})
+    folder.update_metrics({"report_accuracy": 0.25, "report_loss": float("inf")})
+    assert folder.read_metrics() == {"test_loss": None, "acc": 0.5, "report_accuracy": 0.25, "report_loss": None,
+                                     "non_finite": ["test_loss", "report_loss"]}
+    assert not any(p.endswith(".tmp") for p in os.listdir(tmp_path))
+    card = make_card(model="mnist_cnn", model_kwargs={"num_classes": 10}, input_shape=(28, 28, 1),
+                     input_dtype=np.uint8, class_names=range(10), loss="sparse_categorical_crossentropy")
+    assert write_card(str(tmp_path), card) == folder.model_card_path and read_card(str(tmp_path)) == card
+    with pytest.raises(NoTrainedModelError, match="no final weights"):
+        folder.weights_source("final")
+    with pytest.raises(NoTrainedModelError, match="no checkpoints"):
+        folder.weights_source("auto")
+    os.makedirs(folder.params_dir)
+    os.makedirs(os.path.join(folder.checkpoints_dir(), "12"))
+    assert folder.weights_source("auto") == (folder.params_dir, "latest")
+    assert folder.weights_source("12") == (folder.checkpoints_dir(), 12)
+
+
+def test_validators_live_in_one_place():
+    import argparse
+
+    import pytest
+
+    from jaxcnn import cli, config, config_flags
+
+    assert cli.positive_float is config.positive_float and cli.port_number is config.port_number
+    assert cli.checkpoint_choice is config.checkpoint_choice and config_flags.positive_int is config.positive_int
+    assert config.port_number("8080") == 8080 and config.positive_float("0.5") == 0.5
+    assert config.checkpoint_choice("best") == "best" and config.checkpoint_choice("120") == "120"
+    for parse, raw, match in [(config.port_number, "70000", r"must be a port number \(1-65535\), got 70000"),
+                              (config.port_number, "0", "must be a positive integer, got 0"),
+                              (config.positive_float, "inf", "must be a positive number, got inf"),
+                              (config.positive_float, "x", "expected a number, got 'x'"),
+                              (config.positive_int, "-1", "must be a positive integer, got -1"),
+                              (config.checkpoint_choice, "newest",
+                               "expected auto, final, best, latest or a step number, got 'newest'")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=match):
+            parse(raw)
