@@ -16,7 +16,8 @@ are inside the exported model, so a server feeds raw pixels.
   equinox, netron and a hub client, so the TFLite graph, already lowered to plain ops, is the
   route that needs no new heavy dependency. The batch dimension stays symbolic.
 - keras: a Keras 3 functional model with the same layers, names and weights, built for the
-  registered models whose layers Keras has (the MNIST/CIFAR CNNs and MLP, the BatchNorm CNN).
+  registered models whose layers Keras has (the MNIST/CIFAR CNNs and MLP, the BatchNorm CNN) by
+  their twins in `jaxcnn.keras.builders`.
 
 `check_export` runs an exported file in its own runtime (TensorFlow, the TFLite interpreter,
 ONNX Runtime, Keras) and compares with jaxcnn's probabilities.
@@ -33,6 +34,7 @@ import warnings
 import numpy as np
 
 from jaxcnn.errors import UsageError
+from jaxcnn.keras.builders import EXPORT_BUILDERS
 
 FORMATS = ("savedmodel", "tflite", "onnx", "keras")
 # The modules each format needs, and the extra that installs them.
@@ -188,7 +190,7 @@ def keras_model(predictor):
     import keras
 
     card, model = predictor.card, predictor.card.build_model()
-    builders = _keras_builders()
+    builders = EXPORT_BUILDERS
     build = builders.get(type(model))
     if build is None:
         known = ", ".join(sorted(c.__name__ for c in builders))
@@ -220,71 +222,6 @@ def _copy_weights(kmodel, variables) -> None:
                                np.asarray(s["var"])])
         else:
             layer.set_weights([np.asarray(p["kernel"]), np.asarray(p["bias"])])
-
-
-def _conv(L, x, filters, name, padding="valid"):
-    return L.Conv2D(filters, 3, padding=padding, activation="relu", name=name)(x)
-
-
-def _keras_mnist_cnn(L, m, x):
-    for name, filters in (("conv1", 32), ("conv2", 64)):
-        x = L.MaxPooling2D(2)(_conv(L, x, filters, name))
-        x = L.Dropout(m.conv_dropout)(x) if m.conv_dropout else x
-    x = L.Dense(m.dense_units, activation="relu", name="dense1")(L.Flatten()(x))
-    x = L.Dropout(m.dense_dropout)(x) if m.dense_dropout else x
-    return L.Dense(m.num_classes, name="logits")(x)
-
-
-def _keras_mnist_simple(L, m, x):
-    x = L.MaxPooling2D(2)(_conv(L, x, 32, "conv1"))
-    x = L.Dense(m.dense_units, activation="relu", name="dense1")(L.Flatten()(x))
-    return L.Dense(m.num_classes, name="logits")(x)
-
-
-def _keras_mnist_cnn3(L, m, x):
-    x = L.MaxPooling2D(2)(_conv(L, x, 32, "conv1"))
-    x = L.MaxPooling2D(2)(_conv(L, x, 64, "conv2"))
-    x = _conv(L, x, 64, "conv3")
-    x = L.Dense(m.dense_units, activation="relu", name="dense1")(L.Flatten()(x))
-    return L.Dense(m.num_classes, name="logits")(x)
-
-
-def _keras_cifar10_mlp(L, m, x):
-    x = L.Flatten()(x)
-    for i, units in enumerate(m.hidden, start=1):
-        x = L.Dense(units, activation="relu", name=f"dense{i}")(x)
-    return L.Dense(m.num_classes, name="logits")(x)
-
-
-def _keras_cifar10_cnn(L, m, x):
-    for block, filters in ((1, 32), (2, 64)):
-        x = _conv(L, x, filters, f"conv{2 * block - 1}", padding="same")
-        x = L.MaxPooling2D(2)(_conv(L, x, filters, f"conv{2 * block}"))
-        x = L.Dropout(m.conv_dropout)(x) if m.conv_dropout else x
-    x = L.Dense(512, activation="relu", name="dense1")(L.Flatten()(x))
-    x = L.Dropout(m.dense_dropout)(x) if m.dense_dropout else x
-    return L.Dense(m.num_classes, name="logits")(x)
-
-
-def _keras_bn_cnn(L, m, x):
-    def bn(name):
-        return L.BatchNormalization(momentum=0.99, epsilon=1e-3, name=name)
-
-    for i, filters in ((1, 32), (2, 64)):
-        x = L.MaxPooling2D(2)(bn(f"bn{i}")(_conv(L, x, filters, f"conv{i}")))
-        x = L.Dropout(m.conv_dropout)(x) if m.conv_dropout else x
-    x = bn("bn3")(L.Dense(m.dense_units, activation="relu", name="dense1")(L.Flatten()(x)))
-    x = L.Dropout(m.dense_dropout)(x) if m.dense_dropout else x
-    return L.Dense(m.num_classes, name="logits")(x)
-
-
-def _keras_builders() -> dict:
-    """Model class -> Keras layer builder, for the registered models Keras has layers for."""
-    from jaxcnn.models import cnn
-
-    return {cnn.MnistCNN: _keras_mnist_cnn, cnn.SpectrogramCNN: _keras_mnist_cnn,
-            cnn.MnistSimpleCNN: _keras_mnist_simple, cnn.MnistCNN3: _keras_mnist_cnn3,
-            cnn.Cifar10MLP: _keras_cifar10_mlp, cnn.Cifar10CNN: _keras_cifar10_cnn, cnn.BnCNN: _keras_bn_cnn}
 
 
 def export_keras(predictor, path: str) -> str:

@@ -24,6 +24,10 @@ import numpy as np
 import optax
 from flax.core import unfreeze
 
+from jaxcnn.keras.graph import KerasGraph
+from jaxcnn.train.state import init_variables
+from jaxcnn.weights.store import restore_variables
+
 
 def _path_str(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
@@ -158,13 +162,9 @@ def init_with_pretrained_base(model, input_shape, pretrained, seed: int = 0, pre
     A model imported from Keras (`jaxcnn import-keras`, `get_model("keras:FOLDER")`) has no
     `base`: from its own folder it takes every layer (prefix None), head included.
     """
-    from jaxcnn.train.state import init_variables
-
     if not isinstance(pretrained, Mapping):
-        from jaxcnn.weights import restore_variables
-
         pretrained = restore_variables(pretrained)
     variables = init_variables(model, input_shape, seed)
-    if prefix == "base" and "base" not in variables.get("params", {}) and type(model).__name__ == "KerasGraph":
+    if prefix == "base" and "base" not in variables.get("params", {}) and isinstance(model, KerasGraph):
         prefix = None
     return load_base(variables, pretrained, prefix)

@@ -25,6 +25,7 @@ from jaxcnn.data.augment import (  # noqa: E402
     parse_augment,
     sample_transform_params,
     save_augment_preview,
+    tf_transform_batch,
 )
 
 SHAPES = [(12, 12, 1), (10, 15, 3), (17, 9, 1), (16, 16, 3)]
@@ -63,8 +64,6 @@ def test_apply_affine_matches_keras_everywhere(shape, mode, kernel):
 
 @pytest.mark.parametrize("mode", FILL_MODES)
 def test_tf_kernels_agree(mode):
-    from jaxcnn.data.augment import tf_transform_batch
-
     x = _image((4, 70, 66, 3), seed=9)
     t = tf.constant([[1.1, 0.2, -3.0, -0.1, 0.9, 5.0, 0, 0], [0.7, -0.3, 20.0, 0.3, 0.8, -4.0, 0, 0],
                      [-1.0, 0.0, 65.0, 0.0, 1.0, 0.0, 0, 0], [1.3, 0.4, -10.0, -0.2, 1.2, -9.0, 0, 0]])

@@ -123,6 +123,19 @@ def test_a_given_data_dir_without_the_dataset_is_an_error_not_the_bundled_copy(t
         load_dataset("mnist")
 
 
+def test_data_dir_may_be_the_dataset_folder_itself(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXCNN_DATA_DIR", raising=False)
+    _write_mnist_like(str(tmp_path / "datasets" / "mnist"))
+    parent = load_dataset("mnist", data_dir=str(tmp_path / "datasets"))
+    own = load_dataset("mnist", data_dir=str(tmp_path / "datasets" / "mnist") + os.sep)
+    np.testing.assert_array_equal(own.x_train, parent.x_train)
+    assert own.name == "mnist" and len(own.x_test) == 5
+    monkeypatch.setenv("JAXCNN_DATA_DIR", str(tmp_path / "datasets" / "mnist"))  # the environment too
+    assert dataset_dir("mnist") == str(tmp_path / "datasets" / "mnist")
+    with pytest.raises(DataError, match="holds no fashion-mnist/ folder"):  # another dataset's folder
+        load_dataset("fashion_mnist", data_dir=str(tmp_path / "datasets" / "mnist"))
+
+
 def test_real_mnist_and_fashion(data_dir):
     mnist = load_dataset("mnist", data_dir=data_dir)
     assert mnist.x_train.shape == (60000, 28, 28, 1) and mnist.x_test.shape == (10000, 28, 28, 1)

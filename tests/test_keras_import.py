@@ -27,10 +27,13 @@ k3 = pytest.importorskip("keras")
 
 from jaxcnn.cli import main as cli_main  # noqa: E402
 from jaxcnn.data.idx import read_idx  # noqa: E402
+from jaxcnn.keras import (KerasGraph, WeightConversionError, from_keras, load_imported, load_keras_h5,  # noqa: E402
+                          load_keras_weights, output_activations)
 from jaxcnn.models import get_model  # noqa: E402
 from jaxcnn.testing import assert_keras_parity  # noqa: E402
-from jaxcnn.weights import (WeightConversionError, from_keras, load_imported, load_keras_h5,  # noqa: E402
-                            load_keras_weights, output_activations, read_metadata, restore_variables)
+from jaxcnn.train import Trainer  # noqa: E402
+from jaxcnn.transfer import init_with_pretrained_base  # noqa: E402
+from jaxcnn.weights.store import read_metadata, restore_variables  # noqa: E402
 
 RTOL = 1e-5
 
@@ -257,7 +260,6 @@ def test_batchnorm_training_mode_matches_keras(saved):
     for layer in spec["layers"]:
         if layer["class"] == "Dropout":
             layer["config"]["rate"] = 0.0
-    from jaxcnn.models.keras_graph import KerasGraph
     out, updates = KerasGraph(json.dumps(spec)).apply(variables, x, train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
     ours = [layer["name"] for layer in spec["layers"] if layer["class"] == "BatchNormalization"]
@@ -316,8 +318,6 @@ def test_import_keras_cli_and_reload(saved, tmp_path, capsys):
     _close(jax.nn.softmax(model.apply(variables, s["x"])), s["ref"])
     assert read_metadata(out)["output_activations"] == ["softmax"]
     # As the experiment runner builds it: model "keras:FOLDER", pretrained FOLDER.
-    from jaxcnn.transfer import init_with_pretrained_base
-
     named = get_model(f"keras:{out}", num_classes=3)
     assert named.spec == model.spec
     restored = init_with_pretrained_base(named, s["x"].shape[1:], str(out))
@@ -494,8 +494,6 @@ def test_unsupported_layers_and_options_are_refused(name, layer, needle, tmp_pat
 
 def test_imported_model_trains_and_predicts_like_keras(saved):
     """The imported module is a jaxcnn model: Trainer predicts Keras' outputs, then fits."""
-    from jaxcnn.train import Trainer
-
     s = saved("bn_cnn_binary")
     model, variables = from_keras(s["files"]["h5"])
     trainer = Trainer(model, s["x"].shape[1:], loss="binary_crossentropy", optimizer="adam",

@@ -9,8 +9,9 @@ pytest.importorskip("keras")
 
 from experiments.keras_pretrained.compare_vgg16_transfer import cats_vs_dogs  # noqa: E402
 from experiments.keras_pretrained.make_vgg16_base import build_classifier, save_base  # noqa: E402
+from jaxcnn.keras import load_keras_h5, main_convert  # noqa: E402
 from jaxcnn.models.vgg import VGG16, preprocess_input  # noqa: E402
-from jaxcnn.weights import load_keras_h5, main_convert, restore_variables  # noqa: E402
+from jaxcnn.weights.store import restore_variables  # noqa: E402
 
 
 def test_cats_vs_dogs_subsets_are_balanced_and_mixed(data_dir):

@@ -1,7 +1,8 @@
 """The small networks (SPEC N1-N9, cifar10_cnn, frame_baseline) against their Keras originals.
 
-Each Keras model is built here with tf_keras, layer names equal to the Flax module names, so
-`keras_to_flax` can copy its weights; parity is checked in inference mode.
+Each Keras model is built with tf_keras by `jaxcnn.keras.builders` (the Keras twins export uses
+too), layer names equal to the Flax module names, so `keras_to_flax` can copy its weights;
+parity is checked in inference mode.
 
 XLA's optimizations are switched off for this module: compiling dominates these tiny runs
 (about 3x faster on a 2-core CPU) and the math, which is what is tested, is the same.
@@ -18,6 +19,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxcnn.keras.builders import keras_layers
 from jaxcnn.models import TUTORIAL_INPUT_SHAPES, get_model, list_models
 from jaxcnn.models.layers import max_pool
 from jaxcnn.train import create_train_state, make_train_step
@@ -50,52 +52,14 @@ def _conv(filters, name, padding="valid"):
     return L.Conv2D(filters, (3, 3), activation="relu", padding=padding, name=name)
 
 
-def _td(layer):
-    return L.TimeDistributed(layer)
-
-
 def keras_model(name: str, input_shape, num_classes: int | None = None, dropout: bool = True):
-    """The tutorial's Keras network `name` (softmax/sigmoid left out: the Flax models return logits)."""
-    rate = (lambda r: r) if dropout else (lambda r: 0.0)
-    if name in ("mnist_cnn", "mnist_cnn_dropout", "mnist_cnn128", "spectrogram_cnn"):
-        drop = name == "mnist_cnn_dropout"
-        dense = 128 if name == "mnist_cnn128" else 64
-        layers = [_conv(32, "conv1"), L.MaxPooling2D()] + ([L.Dropout(0.25)] if drop else []) + [
-            _conv(64, "conv2"), L.MaxPooling2D()] + ([L.Dropout(0.25)] if drop else []) + [
-            L.Flatten(), L.Dense(dense, activation="relu", name="dense1")] + (
-            [L.Dropout(0.5)] if drop else []) + [
-            L.Dense(num_classes or (3 if name == "spectrogram_cnn" else 10), name="logits")]
-    elif name == "mnist_simple":
-        layers = [_conv(32, "conv1"), L.MaxPooling2D(), L.Flatten(),
-                  L.Dense(100, activation="relu", name="dense1"), L.Dense(num_classes or 10, name="logits")]
-    elif name == "mnist_cnn3":
-        layers = [_conv(32, "conv1"), L.MaxPooling2D(), _conv(64, "conv2"), L.MaxPooling2D(),
-                  _conv(64, "conv3"), L.Flatten(), L.Dense(64, activation="relu", name="dense1"),
-                  L.Dense(num_classes or 10, name="logits")]
-    elif name == "cnn_lstm":
-        layers = [_td(_conv(32, "conv1")), _td(L.MaxPooling2D()), _td(L.Flatten()),
-                  L.LSTM(50, name="lstm"), L.Dense(num_classes or 3, name="logits")]
-    elif name == "frame_baseline":
-        layers = [_td(_conv(32, "conv1")), _td(L.MaxPooling2D()), _td(L.Flatten()),
-                  _td(L.Dense(32, activation="relu", name="dense1")), L.GlobalAveragePooling1D(),
-                  L.Dense(num_classes or 3, name="logits")]
-    elif name == "bn_cnn_binary":
-        layers = [_conv(32, "conv1"), L.BatchNormalization(name="bn1"), L.MaxPooling2D(),
-                  L.Dropout(rate(0.25)), _conv(64, "conv2"), L.BatchNormalization(name="bn2"),
-                  L.MaxPooling2D(), L.Dropout(rate(0.25)), L.Flatten(),
-                  L.Dense(512, activation="relu", name="dense1"), L.BatchNormalization(name="bn3"),
-                  L.Dropout(rate(0.5)), L.Dense(num_classes or 1, name="logits")]
-    elif name == "cifar10_mlp":
-        layers = [L.Flatten(), L.Dense(512, activation="relu", name="dense1"),
-                  L.Dense(512, activation="relu", name="dense2"), L.Dense(num_classes or 10, name="logits")]
-    elif name == "cifar10_cnn":
-        layers = [_conv(32, "conv1", "same"), _conv(32, "conv2"), L.MaxPooling2D(), L.Dropout(0.25),
-                  _conv(64, "conv3", "same"), _conv(64, "conv4"), L.MaxPooling2D(), L.Dropout(0.25),
-                  L.Flatten(), L.Dense(512, activation="relu", name="dense1"), L.Dropout(0.5),
-                  L.Dense(num_classes or 10, name="logits")]
-    else:
-        raise KeyError(name)
-    return keras.Sequential([keras.Input(shape=input_shape)] + layers)
+    """The tutorial's Keras network `name` in tf_keras, built by `jaxcnn.keras.builders` from the
+    jaxcnn module's configuration (softmax/sigmoid left out: the Flax models return logits)."""
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if not dropout:
+        kwargs.update(conv_dropout=0.0, dense_dropout=0.0)
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, keras_layers(L, get_model(name, **kwargs), inputs))
 
 
 def randomize_keras(model, seed: int = 0):

@@ -80,7 +80,7 @@ def test_an_interrupted_preparation_continues_where_it_stopped(folder, tmp_path,
             raise KeyboardInterrupt  # as Ctrl-C during the third shard
         return real(path, images)
 
-    monkeypatch.setattr(records, "write_shard", failing)
+    monkeypatch.setattr(records.writer, "write_shard", failing)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         records.prepare(f"image_folder:{folder}", str(out), shard_size=4, progress=False)
@@ -89,7 +89,7 @@ def test_an_interrupted_preparation_continues_where_it_stopped(folder, tmp_path,
         load_dataset(f"prepared:{out}")
     done = {p: os.path.getmtime(p) for p in calls[:2]}
     calls.clear()
-    monkeypatch.setattr(records, "write_shard", lambda p, im: (calls.append(p), real(p, im))[1])
+    monkeypatch.setattr(records.writer, "write_shard", lambda p, im: (calls.append(p), real(p, im))[1])
     resumed = _prepare(f"image_folder:{folder}", out, shard_size=4)
     assert not set(done) & set(calls) and len(calls) == 9 - 2  # 6 train + 3 test shards, 2 kept
     assert all(os.path.getmtime(p) == t for p, t in done.items())
@@ -97,7 +97,7 @@ def test_an_interrupted_preparation_continues_where_it_stopped(folder, tmp_path,
         assert [f["sha256"] for f in resumed["splits"][split]["files"]] == \
                [f["sha256"] for f in clean["splits"][split]["files"]]
     # An unfinished folder is continued only with the same source and options.
-    monkeypatch.setattr(records, "write_shard", failing)
+    monkeypatch.setattr(records.writer, "write_shard", failing)
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         records.prepare(f"image_folder:{folder}", str(tmp_path / "half"), shard_size=4, progress=False)
@@ -193,7 +193,7 @@ def test_zero_records_count_mismatch_and_undecodable_records(prepared, tmp_path,
         records.load_prepared(str(tmp_path))
     np.testing.assert_array_equal(np.asarray(split[:5]), x[:5])  # a small view converts
     with pytest.raises(TypeError, match="read by index"):
-        monkeypatch.setattr(records, "ARRAY_LIMIT_BYTES", 100)
+        monkeypatch.setattr(records.reader, "ARRAY_LIMIT_BYTES", 100)
         np.asarray(split)  # a big split is never loaded whole by accident
 
 

@@ -15,7 +15,7 @@ from jaxcnn.train import create_train_state, init_variables, make_train_step
 from jaxcnn.models.vgg import preprocess_input
 from jaxcnn.transfer import (extract_features, freeze_mask, init_with_pretrained_base, load_base,
                              make_transfer_optimizer)
-from jaxcnn.weights import save_variables
+from jaxcnn.weights.store import save_variables
 
 SHAPE = (32, 32, 3)  # VGG16's conv base runs at any size >= 32; block5 gives 1x1x512
 

@@ -6,8 +6,9 @@ pure-numpy fallback for hosts without TF.
 
 Modules, each importing only those above it: `errors`, `idx`, `tfutil`, `base` (Dataset, the
 registry, checks), the sources (`sources`: IDX/MNIST and TFDS; `image_folder`; `audio`;
-`video`; `records`), `augment`, `checks`, `pipeline`. Importing this package imports every
-source, so `load_dataset` knows them all.
+`video`; `records/`: prepared folders, read and written), `augment/` (config, TF and JAX
+roads, preview), `checks`, `pipeline`. Importing this package imports every source, so
+`load_dataset` knows them all.
 """
 
 from jaxcnn.data.base import Dataset, dataset_dir, list_datasets, list_sources, load_dataset, register_dataset

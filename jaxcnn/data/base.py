@@ -85,9 +85,11 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int | None, what: st
 def dataset_dir(name: str, data_dir: str | None = None) -> str:
     """The folder holding dataset `name`: `data_dir/name`, else `$JAXCNN_DATA_DIR/name`, else bundled.
 
-    A directory that is given (the argument, else the environment variable) must hold the
-    dataset: it is never passed over for the bundled copy, so a typo cannot train on other data.
-    The bundled copy (MNIST only) is used only when neither is set.
+    The given directory may also be the dataset's own folder (`.../datasets/mnist` for `mnist`:
+    its name is the dataset's folder name). A directory that is given (the argument, else the
+    environment variable) must hold the dataset: it is never passed over for the bundled copy,
+    so a typo cannot train on other data. The bundled copy (MNIST only) is used only when
+    neither is set.
     """
     for root, what in ((data_dir, "data directory"), (os.environ.get(DATA_DIR_ENV), DATA_DIR_ENV)):
         if not root:
@@ -96,10 +98,12 @@ def dataset_dir(name: str, data_dir: str | None = None) -> str:
         path = os.path.join(root, name)
         if os.path.isdir(path):
             return path
+        if os.path.isdir(root) and os.path.basename(os.path.normpath(root)) == name:
+            return root  # the dataset's own folder
         problem = ("does not exist" if not os.path.exists(root) else "is not a folder" if not os.path.isdir(root)
                    else "is empty" if not os.listdir(root) else f"holds no {name}/ folder")
         raise DataError(f"{path}: dataset {name!r} not found: the {what} {root} {problem}. "
-                        f"Give a directory whose {name}/ folder holds the files"
+                        f"Give a directory whose {name}/ folder holds the files, or that folder itself"
                         + (" (or none, for the bundled copy)" if os.path.isdir(os.path.join(_BUNDLED, name))
                            else ""))
     bundled = os.path.join(_BUNDLED, name)

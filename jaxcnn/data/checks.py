@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.data.errors import DataError
@@ -135,9 +137,6 @@ def check_labels(y, loss, num_outputs: int | None, what: str, num_examples: int 
 
 def model_output_width(model, input_shape) -> int | None:
     """The model's number of outputs per example (from shapes alone), or None when it cannot tell."""
-    import jax
-    import jax.numpy as jnp
-
     try:
         rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
         out, _ = jax.eval_shape(lambda x: model.init_with_output(rngs, x, train=False),

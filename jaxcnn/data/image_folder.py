@@ -58,7 +58,8 @@ def _archive_key(path: str) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
-def _archive_stem(path: str) -> str:
+def archive_stem(path: str) -> str:
+    """A file name without its .tar/.tar.gz/.tgz suffix (a dataset's default name)."""
     base = os.path.basename(path)
     for suffix in (".tar.gz", ".tgz", ".tar"):
         if base.endswith(suffix):
@@ -78,7 +79,7 @@ def extract_archive(path: str, cache_dir: str | None = None) -> str:
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: archive not found")
-    target = os.path.join(cache_root(cache_dir), "extracted", f"{_archive_stem(path)}-{_archive_key(path)}")
+    target = os.path.join(cache_root(cache_dir), "extracted", f"{archive_stem(path)}-{_archive_key(path)}")
     if os.path.isfile(os.path.join(target, _COMPLETE)):
         return target
     if os.path.isdir(target):
@@ -120,7 +121,7 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _scan_folder(path: str):
+def scan_folder(path: str):
     """`{split: {class: [file paths]}}` of a folder tree (single wrapper folders are descended)."""
     root = path
     while True:
@@ -156,7 +157,7 @@ def _scan_folder(path: str):
     return tree, ignored
 
 
-def _scan_archive(path: str):
+def scan_archive(path: str):
     """`{split: {class: [(member name, bytes)]}}` read from a tar(.gz) stream, nothing written."""
     tree, ignored = {}, 0
     try:
@@ -328,7 +329,7 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     image_size = tuple(int(s) for s in image_size) if image_size is not None else None
-    name = name or _archive_stem(os.path.basename(os.path.normpath(path)))
+    name = name or archive_stem(os.path.basename(os.path.normpath(path)))
     archive = is_archive(path)
     if not archive and not os.path.isdir(path):
         raise DataError(f"{path}: neither a folder nor a .tar/.tar.gz/.tgz archive")
@@ -353,9 +354,9 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
             return cached
 
     if archive and not extract:
-        tree, ignored = _scan_archive(path)
+        tree, ignored = scan_archive(path)
     else:
-        tree, ignored = _scan_folder(extract_archive(path, cache_dir) if archive else path)
+        tree, ignored = scan_folder(extract_archive(path, cache_dir) if archive else path)
     for split in ("train", "test"):
         if split not in tree:
             raise DataError(f"{path}: no {split} split folder (one of {', '.join(SPLIT_NAMES[split])})")

@@ -13,7 +13,7 @@ import functools
 
 import flax.linen as nn
 
-from jaxcnn.models import register_model
+from jaxcnn.models.registry import register_model
 from jaxcnn.models.layers import LSTM, BatchNorm, Conv, Dense, flatten, max_pool
 
 # Input shape (without batch) each network has in its tutorial; other sizes work too.

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models import register_model
+from jaxcnn.models.registry import register_model
 from jaxcnn.models.layers import conv_general_dilated, flatten, max_pool
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

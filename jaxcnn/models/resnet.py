@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models import register_model
+from jaxcnn.models.registry import register_model
 from jaxcnn.models.layers import Conv, Dense, glorot_uniform
 from jaxcnn.models.imagenet import global_pool, preprocess_input  # noqa: F401  (same "caffe" mode)
 

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models import register_model
+from jaxcnn.models.registry import register_model
 from jaxcnn.models.imagenet import preprocess_input
 from jaxcnn.models.layers import Dense, flatten
 from jaxcnn.models.resnet import ResNet50

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 
-from jaxcnn.models import register_model
+from jaxcnn.models.registry import register_model
 from jaxcnn.models.imagenet import IMAGENET_MEAN_BGR, global_pool, preprocess_input  # noqa: F401
 from jaxcnn.models.layers import Conv, Dense, flatten, glorot_uniform, max_pool
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import tempfile
 
+import jax
 import numpy as np
+
+from jaxcnn.keras import from_keras, load_keras_weights
 
 
 def _keras_outputs(keras_model, inputs) -> list[np.ndarray]:
@@ -39,7 +42,7 @@ def _save_weights(keras_model, tmp: str) -> str:
 def assert_keras_parity(model_or_name, keras_model, inputs, rtol: float = 1e-5):
     """Import `keras_model` through jaxcnn's public importers and compare outputs on `inputs`.
 
-    model_or_name: None (or "keras") for the whole model through `jaxcnn.weights.from_keras`
+    model_or_name: None (or "keras") for the whole model through `jaxcnn.keras.from_keras`
       (final softmax/sigmoid kept); a registered model name or a jaxcnn module instance to load
       the Keras weights into it (`load_keras_weights`); its logits then go through the Keras
       model's final softmax/sigmoid before the comparison.
@@ -49,10 +52,6 @@ def assert_keras_parity(model_or_name, keras_model, inputs, rtol: float = 1e-5):
     Raises AssertionError naming the output that differs, where and by how much.
     Returns the jaxcnn (model, variables).
     """
-    import jax
-
-    from jaxcnn.weights import from_keras, load_keras_weights
-
     inputs = [np.asarray(x, np.float32) for x in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
     expected = _keras_outputs(keras_model, inputs)
     if model_or_name is None or model_or_name == "keras":

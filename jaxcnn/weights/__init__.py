@@ -1,19 +1,33 @@
-"""Keras models and weights -> Flax modules and variables, stored as Orbax checkpoints.
+"""Old home of the Keras import, kept as a compatibility package: `jaxcnn.keras` is the home now.
 
-    model, variables = jaxcnn.weights.from_keras("model.keras")        # architecture + weights
-    model, variables = jaxcnn.weights.load_keras_weights("mnist_cnn", "weights.h5")  # into ours
-    variables = jaxcnn.weights.load_keras_h5("vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
-    jaxcnn.weights.convert_keras_h5("vgg16", "in.h5", "out_dir")   # same, saved with Orbax
-    variables = jaxcnn.weights.restore_variables("out_dir")
+    model, variables = jaxcnn.weights.from_keras("model.keras")   # = jaxcnn.keras.from_keras
+    variables = jaxcnn.weights.restore_variables("out_dir")       # jaxcnn.weights.store
+
+The store functions load here; the Keras names (`from_keras`, `load_keras_h5`, ...) are the
+objects of `jaxcnn.keras`, loaded on first access (module `__getattr__`), because
+`jaxcnn.keras` itself saves through `jaxcnn.weights.store`: an eager import here would run
+into `jaxcnn.keras` half-initialized whenever that package is imported first.
 """
 
-from jaxcnn.weights.keras_h5 import (WeightConversionError, convert_keras_h5, download_keras_weights,
-                                     load_keras_h5, load_keras_weights, main_convert, read_keras_h5)
-from jaxcnn.weights.keras_model import (from_keras, import_keras, keras_spec, load_imported,
-                                        main_import, output_activations)
+from __future__ import annotations
+
+import importlib
+
 from jaxcnn.weights.store import read_metadata, restore_variables, save_variables
 
-__all__ = ["WeightConversionError", "convert_keras_h5", "download_keras_weights", "from_keras",
-           "import_keras", "keras_spec", "load_imported", "load_keras_h5", "load_keras_weights",
-           "main_convert", "main_import", "output_activations", "read_keras_h5", "read_metadata",
-           "restore_variables", "save_variables"]
+# The names of this package that now live in jaxcnn.keras.
+_MOVED = ("WeightConversionError", "convert_keras_h5", "download_keras_weights", "from_keras",
+          "import_keras", "keras_spec", "load_imported", "load_keras_h5", "load_keras_weights",
+          "main_convert", "main_import", "output_activations", "read_keras_h5")
+
+__all__ = sorted(_MOVED + ("read_metadata", "restore_variables", "save_variables"))
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module("jaxcnn.keras"), name)
+    raise AttributeError(f"module 'jaxcnn.weights' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_MOVED))
