@@ -8,7 +8,6 @@ import json
 import jax
 import numpy as np
 
-from jaxcnn import weights
 from jaxcnn.cli.types import shape
 from jaxcnn.config_flags import non_negative_int, positive_int
 from jaxcnn.data import load_dataset
@@ -16,6 +15,8 @@ from jaxcnn.data.augment import save_augment_preview
 from jaxcnn.data.image_folder import resize_images
 from jaxcnn.data.records import prepare
 from jaxcnn.errors import UsageError
+from jaxcnn.keras import ARCHS, convert_keras_h5, download_keras_weights, import_keras
+from jaxcnn.keras.convert import target_layers
 from jaxcnn.models import TUTORIAL_INPUT_SHAPES, get_model, list_models
 from jaxcnn.train.summary import model_summary
 
@@ -60,24 +61,24 @@ def _cmd_convert_weights(args) -> int:
     if args.download:
         if len(args.paths) != 1:
             raise UsageError("convert-weights --download: give only OUT_DIR")
-        if args.arch not in weights.ARCHS:
-            raise UsageError(f"convert-weights --download is for {', '.join(weights.ARCHS)}")
-        in_path = weights.download_keras_weights(args.arch, args.include_top is not False)
+        if args.arch not in ARCHS:
+            raise UsageError(f"convert-weights --download is for {', '.join(ARCHS)}")
+        in_path = download_keras_weights(args.arch, args.include_top is not False)
         out_dir = args.paths[0]
     else:
         if len(args.paths) != 2:
             raise UsageError("convert-weights: give IN.h5 and OUT_DIR")
         in_path, out_dir = args.paths
     # A WeightConversionError or a missing file goes to the command line's one-line report (exit 2).
-    variables = weights.convert_keras_h5(args.arch, in_path, out_dir, args.include_top, args.input_shape,
-                                         args.num_classes)
-    print(f"{args.arch}: {len(weights.weighted_layers(variables))} layers, {_count(variables):,} values from {in_path} -> {out_dir}")
+    variables = convert_keras_h5(args.arch, in_path, out_dir, args.include_top, args.input_shape,
+                                 args.num_classes)
+    print(f"{args.arch}: {len(target_layers(variables))} layers, {_count(variables):,} values from {in_path} -> {out_dir}")
     return 0
 
 
 def _cmd_import_keras(args) -> int:
     # A WeightConversionError or a missing file goes to the command line's one-line report (exit 2).
-    model, variables = weights.import_keras(args.file, args.out_dir, logits=not args.keep_output_activation)
+    model, variables = import_keras(args.file, args.out_dir, logits=not args.keep_output_activation)
     spec = json.loads(model.spec)
     dropped = [a for a in spec["output_activations"] if a != "linear"]
     print(f"{spec['name']}: {len(spec['layers'])} layers, {_count(variables):,} values from {args.file} -> "
