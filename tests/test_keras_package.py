@@ -41,13 +41,13 @@ def test_every_entry_point_imports_first(first):
 def test_old_names_are_the_new_objects():
     for name in jaxcnn.weights.__all__:
         assert getattr(jaxcnn.weights, name) is getattr(jaxcnn.keras, name, None) or name in (
-            "read_metadata", "restore_variables", "save_variables")
+            "main_convert", "main_import", "read_metadata", "restore_variables", "save_variables")
     from jaxcnn.models.keras_graph import KerasGraph
     from jaxcnn.weights.keras_h5 import main_convert
     from jaxcnn.weights.keras_model import main_import
 
     assert KerasGraph is jaxcnn.keras.KerasGraph
-    assert (main_convert, main_import) == (jaxcnn.keras.main_convert, jaxcnn.keras.main_import)
+    assert (main_convert, main_import) == (jaxcnn.weights.main_convert, jaxcnn.weights.main_import)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         jaxcnn.weights.nope  # noqa: B018
 

@@ -9,7 +9,8 @@ pytest.importorskip("keras")
 
 from experiments.keras_pretrained.compare_vgg16_transfer import cats_vs_dogs  # noqa: E402
 from experiments.keras_pretrained.make_vgg16_base import build_classifier, save_base  # noqa: E402
-from jaxcnn.keras import load_keras_h5, main_convert  # noqa: E402
+from jaxcnn.cli import main as cli_main  # noqa: E402
+from jaxcnn.keras import load_keras_h5  # noqa: E402
 from jaxcnn.models.vgg import VGG16, preprocess_input  # noqa: E402
 from jaxcnn.weights.store import restore_variables  # noqa: E402
 
@@ -27,7 +28,7 @@ def test_saved_base_converts_to_keras_features_on_real_images(tmp_path, data_dir
     for i, w in enumerate(base.get_weights()):  # visible biases: a swapped role would show
         base.weights[i].assign(w + (0.05 if w.ndim == 1 else 0.0))
     h5, k3_path = save_base(base, str(tmp_path))
-    assert main_convert(["vgg16", h5, str(tmp_path / "conv")]) == 0
+    assert cli_main(["convert-weights", "vgg16", h5, str(tmp_path / "conv")]) == 0
     params = restore_variables(tmp_path / "conv")["params"]
     k3 = load_keras_h5("vgg16", k3_path)["params"]
     for layer in params:

@@ -18,10 +18,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf_keras = pytest.importorskip("tf_keras")
 keras = pytest.importorskip("keras")
 
+import jaxcnn.weights  # noqa: E402
+from jaxcnn.cli import main as cli_main  # noqa: E402
+from jaxcnn.keras import WeightConversionError, convert_keras_h5, load_keras_h5  # noqa: E402
 from jaxcnn.models import get_model  # noqa: E402
 from jaxcnn.models.vgg import preprocess_input  # noqa: E402
-from jaxcnn.weights import (WeightConversionError, convert_keras_h5, load_keras_h5,  # noqa: E402
-                            main_convert, read_metadata, restore_variables)
+from jaxcnn.weights import read_metadata, restore_variables  # noqa: E402
 
 TOL = 1e-4
 
@@ -164,16 +166,19 @@ def test_vgg16_orbax_roundtrip_and_errors(vgg, tmp_path):
 
 def test_convert_weights_cli(vgg, tmp_path, capsys):
     out = tmp_path / "cli_out"
-    assert main_convert(["vgg16", str(vgg["dir"] / "vgg16_k3_notop.weights.h5"), str(out)]) == 0
+    assert cli_main(["convert-weights", "vgg16", str(vgg["dir"] / "vgg16_k3_notop.weights.h5"), str(out)]) == 0
     assert "13 layers" in capsys.readouterr().out
     meta = read_metadata(out)
     assert meta["arch"] == "vgg16" and meta["include_top"] is False
     restored = restore_variables(out)
     chex.assert_trees_all_equal(restored["params"], load_keras_h5("vgg16", vgg["dir"] / "vgg16_keras1_notop.h5")["params"])
-    with pytest.raises(SystemExit):
-        main_convert(["vgg16", str(out)])  # IN.h5 missing (and no --download)
-    with pytest.raises(SystemExit):
-        main_convert(["vgg19", "a.h5", str(out)])
+    assert cli_main(["convert-weights", "vgg16", str(out)]) == 2  # IN.h5 missing (and no --download)
+    assert "give IN.h5 and OUT_DIR" in capsys.readouterr().err
+    assert cli_main(["convert-weights", "vgg19", "a.h5", str(out)]) == 2
+    assert "unknown model 'vgg19'" in capsys.readouterr().err
+    with pytest.warns(DeprecationWarning, match="convert-weights"):  # the old Python entry still works
+        assert jaxcnn.weights.main_convert(["vgg16", str(vgg["dir"] / "vgg16_k3_notop.weights.h5"),
+                                            str(tmp_path / "old_entry")]) == 0
 
 
 # ---------------------------------------------------------------- ResNet50

@@ -73,11 +73,13 @@ def cats_vs_dogs(data_dir=None, n_train=RECIPE["n_train"], n_test=RECIPE["n_test
 
 def convert(base_dir: str) -> str:
     """`jaxcnn convert-weights vgg16 BASE.h5 DIR`; the Keras 3 file must convert to the same arrays."""
-    from jaxcnn.keras import load_keras_h5, main_convert
+    from jaxcnn.cli import main as cli_main
+    from jaxcnn.keras import load_keras_h5
     from jaxcnn.weights.store import restore_variables
 
     out = os.path.join(base_dir, "jaxcnn")
-    main_convert(["vgg16", os.path.join(base_dir, H5), out])
+    if cli_main(["convert-weights", "vgg16", os.path.join(base_dir, H5), out]):
+        raise SystemExit(f"converting {os.path.join(base_dir, H5)} failed")
     ours, k3 = restore_variables(out)["params"], load_keras_h5("vgg16", os.path.join(base_dir, WEIGHTS_H5))["params"]
     for layer, weights in ours.items():
         for name, a in weights.items():

@@ -123,3 +123,14 @@ def checkpoint_choice(raw: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(f"{problem}, got {raw!r}")
     return raw
+
+
+def input_shape(raw: str) -> tuple[int, ...]:
+    """argparse `type=` for --input-shape: H,W,C (or HxWxC) as positive integers."""
+    try:
+        shape = tuple(int(v) for v in raw.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W,C (e.g. 32,32,3), got {raw!r}") from None
+    if not shape or any(v < 1 for v in shape):
+        raise argparse.ArgumentTypeError(f"expected positive sizes H,W,C (e.g. 32,32,3), got {raw!r}")
+    return shape

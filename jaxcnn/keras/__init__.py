@@ -9,14 +9,13 @@
 Modules: `h5` reads the files, `spec` turns a Keras config into the layer spec that the linen
 module `graph.KerasGraph` runs, `model` imports whole models, `convert` loads weights into the
 registered jaxcnn models, `builders` writes the seed networks in Keras layers (for export and
-the parity tests), `commands` parses `jaxcnn convert-weights` / `import-keras`. This package
+the parity tests). This package
 builds on `jaxcnn.models`, never the reverse: importing it registers the `keras:` model name
 prefix with `jaxcnn.models.registry` (which imports this package on a first `keras:` name).
 `jaxcnn.weights` is the old home of these names and re-exports them.
 """
 
 from jaxcnn.keras.builders import BUILDERS, EXPORT_BUILDERS, keras_layers
-from jaxcnn.keras.commands import main_convert, main_import
 from jaxcnn.keras.convert import (ARCHS, PUBLISHED, convert_keras_h5, download_keras_weights, load_keras_h5,
                                   load_keras_weights)
 from jaxcnn.keras.errors import WeightConversionError
@@ -31,5 +30,5 @@ register_prefix("keras:", imported_module)
 __all__ = ["ARCHS", "BUILDERS", "EXPORT_BUILDERS", "KerasGraph", "PUBLISHED", "SUPPORTED",
            "WeightConversionError", "convert_keras_h5", "download_keras_weights", "from_keras",
            "import_keras", "imported_module", "keras_layers", "keras_spec", "load_imported",
-           "load_keras_h5", "load_keras_weights", "main_convert", "main_import", "output_activations",
+           "load_keras_h5", "load_keras_weights", "output_activations",
            "read_keras_h5", "read_keras_model"]

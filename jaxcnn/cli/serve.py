@@ -1,0 +1,114 @@
+"""`jaxcnn predict`, `jaxcnn export` and `jaxcnn evaluate`: using a trained run's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from jaxcnn import export, report
+from jaxcnn.config.checks import checkpoint_choice, non_negative_int, positive_int
+from jaxcnn.parallel import setup
+from jaxcnn.predict import load_predictor, load_test_split, unusable_files, write_csv
+from jaxcnn.run import RunFolder
+
+
+def _checkpoint_arg(p) -> None:
+    p.add_argument("--checkpoint", type=checkpoint_choice, default="auto", metavar="WHICH",
+                   help="weights: auto (final, else latest checkpoint), final, best, latest, or a step number")
+
+
+def _cmd_predict(args) -> int:
+    predictor = load_predictor(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
+    # "skip" is "list" with the failed rows left out here, so that nothing usable is still an error.
+    rows = predictor.predict_files(args.paths, top_k=args.top_k, on_error="list" if args.on_error == "skip"
+                                   else args.on_error, convert=args.convert, progress=not args.quiet)
+    failed = [r for r in rows if r.error is not None]
+    if args.on_error == "skip":
+        rows = [r for r in rows if r.error is None]
+    for r in rows:
+        if r.error:
+            print(f"{r.source}: ERROR {r.error}")
+        else:
+            print(f"{r.source}: " + ", ".join(f"{c} ({p:.4f})" for c, p in r.top))
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.to_json() for r in rows], f, indent=2)
+    if failed and not any(r.error is None for r in rows):
+        raise unusable_files(failed, len(failed))  # nothing usable: bad input, exit 2
+    if failed and args.on_error == "list":
+        print(f"jaxcnn: warning: {len(failed)} of {len(rows)} file(s) could not be used", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    export.require(args.format)  # before loading anything: a missing runtime is named at once
+    predictor = load_predictor(args.workdir, checkpoint=args.checkpoint)
+    path = args.out or os.path.join(args.workdir, "export", export.DEFAULT_NAMES[args.format])
+    export.export(predictor, args.format, path)
+    if args.check:
+        images, _ = load_test_split(predictor.card, data_dir=args.data_dir, limit=args.check)
+        err = export.check_export(predictor, args.format, path, images)
+        print(f"{path}: checked in its runtime on {len(images)} test images: relative error {err:.2g} "
+              f"(allowed {export.TOLERANCE[args.format]:g})", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    setup(fake_devices=args.fake_devices)
+    predictor = load_predictor(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
+    card = predictor.card
+    x, y = load_test_split(card, data_dir=args.data_dir, limit=args.limit)
+    metrics = report.write_report(args.workdir, predictor.predict(x), y, x, card.class_names,
+                                  title=card.experiment or card.model)
+    RunFolder(args.workdir).update_metrics({**metrics, "report_checkpoint": args.checkpoint,
+                                            "report_weights": predictor.source})
+    print(f"{args.workdir}: accuracy {metrics['report_accuracy']:.4f} on {metrics['report_examples']} test "
+          "examples; per-class metrics in metrics.json, confusion.png, errors.png")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("predict", help="classify image files with a trained run",
+                       description="Top-k classes for image files, folders and .zip/.tar(.gz) archives, "
+                                   "resized and scaled as the run trained.")
+    p.add_argument("workdir", help="the run's folder (e.g. runs/mnist_cnn)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or archives")
+    p.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--csv", help="also write the results to this CSV file")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--on-error", choices=("list", "skip", "fail"), default="list",
+                   help="unreadable or unfitting files: list them (default), skip them, or fail")
+    p.add_argument("--convert", action="store_true",
+                   help="convert images of another channel count (RGB <-> grayscale) instead of refusing")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _checkpoint_arg(p)
+    p.set_defaults(fn=_cmd_predict)
+
+    p = sub.add_parser("export", help="export a trained run: SavedModel, TFLite, ONNX or Keras",
+                       description="Write the run's model (raw pixels in, probabilities out, any batch "
+                                   "size) and check it in its own runtime on the run's test images.")
+    p.add_argument("workdir", help="the run's folder")
+    p.add_argument("--format", required=True, choices=export.FORMATS)
+    p.add_argument("--out", help="output path (default: WORKDIR/export/savedmodel|model.tflite|model.onnx|model.keras)")
+    p.add_argument("--check", type=non_negative_int, default=64, metavar="N",
+                   help="compare with jaxcnn on the first N test images (default 64; 0: no check)")
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
+    _checkpoint_arg(p)
+    p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("evaluate", help="evaluation report: per-class metrics, confusion.png, errors.png",
+                       description="Evaluate a trained run on its dataset's test split; writes per-class "
+                                   "precision/recall/accuracy and the confusion matrix into metrics.json, "
+                                   "confusion.png and errors.png.")
+    p.add_argument("workdir", help="the run's folder")
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
+    p.add_argument("--limit", type=positive_int, help="only N test examples, spread over the classes")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--fake-devices", type=positive_int, metavar="K", help="run on K fake CPU devices")
+    _checkpoint_arg(p)
+    p.set_defaults(fn=_cmd_evaluate)
