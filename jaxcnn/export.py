@@ -31,8 +31,10 @@ import shutil
 import tempfile
 import warnings
 
+import jax
 import numpy as np
 
+from jaxcnn.data.pipeline import import_tf
 from jaxcnn.errors import UsageError
 from jaxcnn.keras.builders import EXPORT_BUILDERS
 
@@ -81,7 +83,6 @@ def serving_function(predictor):
     The convolutions take XLA's form here: with a symbolic batch, `layers.conv_general_dilated`
     keeps `lax.conv_general_dilated`, which every serving runtime has as one op.
     """
-    import jax
 
     card, model, variables = predictor.card, predictor.card.build_model(), predictor.variables
 
@@ -96,7 +97,6 @@ def serving_function(predictor):
 
 
 def _tf():
-    from jaxcnn.data.pipeline import import_tf
 
     return import_tf()
 

@@ -21,11 +21,19 @@ import tarfile
 import zipfile
 from typing import Iterable, Sequence
 
+import jax
 import numpy as np
 
+from jaxcnn import checkpoint as ckpt
+from jaxcnn._compat import tqdm
+from jaxcnn.data import load_dataset
 from jaxcnn.data.checks import input_shape_problem
+from jaxcnn.data.image_folder import resize_images
+from jaxcnn.data.pipeline import import_tf
 from jaxcnn.model_card import ModelCard, NoTrainedModelError, read_card
+from jaxcnn.report import class_probabilities
 from jaxcnn.run import RunFolder
+from jaxcnn.train import Trainer
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -78,8 +86,6 @@ class Predictor:
     @property
     def variables(self) -> dict:
         """Host copies of the weights: {"params"[, "batch_stats"]} for `model.apply`."""
-        import jax
-
         state = self.trainer.state
         out = {"params": jax.device_get(state.params)}
         if state.batch_stats:
@@ -95,7 +101,6 @@ class Predictor:
 
     def predict(self, images) -> np.ndarray:
         """Probabilities [n, classes] (binary models: [P(class 0), P(class 1)]) for NHWC images."""
-        from jaxcnn.report import class_probabilities
 
         images = self.check_images(images)
         if self.card.input_dtype == "uint8" and images.dtype != np.uint8:
@@ -131,7 +136,6 @@ class Predictor:
             arr = arr[..., None] if arr.ndim == 2 else arr
         h, w = self.card.input_shape[:2]
         if arr.shape[:2] != (h, w):
-            from jaxcnn.data.image_folder import resize_images
 
             arr = resize_images(arr[None].astype(np.uint8), (h, w))[0]
         if self.card.input_dtype == "float32":
@@ -150,7 +154,6 @@ class Predictor:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
         top_k = max(1, min(top_k, self.card.num_classes))
         images, names, failed = [], [], []
-        from jaxcnn._compat import tqdm
 
         sources = list(dict(iter_image_sources(paths)).items())  # a file named twice is read once
         if not sources:
@@ -193,7 +196,6 @@ def _tf_decode(data: bytes, channels: int):
     """
     if importlib.util.find_spec("tensorflow") is None:
         return None
-    from jaxcnn.data.pipeline import import_tf
 
     tf = import_tf()
     try:
@@ -253,12 +255,10 @@ def load_test_split(card: ModelCard, data_dir: str | None = None, limit: int | N
 
     Datasets built with extra arguments (dataset_kwargs) are loaded with their defaults here.
     """
-    from jaxcnn.data import load_dataset
 
     ds = load_dataset(card.dataset, data_dir=data_dir).take(None, limit)  # as `--limit` in training
     x, y = ds.x_test, ds.y_test
     if x.ndim == 4 and tuple(x.shape[1:3]) != tuple(card.input_shape[:2]):
-        from jaxcnn.data.image_folder import resize_images
 
         x = resize_images(x, card.input_shape[:2])
     return x, y
@@ -271,8 +271,6 @@ def load_predictor(workdir: str, checkpoint: str | int = "auto", batch_size: int
     (by the metric the run tracked), "latest", or a step number. Raises NoTrainedModelError when
     the folder holds no model card or no weights.
     """
-    from jaxcnn import checkpoint as ckpt
-    from jaxcnn.train import Trainer
 
     card = read_card(workdir)
     path, step = _weights_source(workdir, checkpoint)

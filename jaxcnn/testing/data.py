@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from jaxcnn.data.idx import read_idx
+
 # kind -> (example shape, number of classes)
 KINDS = {
     "mnist": ((28, 28, 1), 10),
@@ -54,7 +56,6 @@ def tiny_dataset(kind: str = "images", n: int = 32, *, shape=None, num_classes: 
 
 
 def _mnist(n: int) -> dict:
-    from jaxcnn.data.idx import read_idx
 
     images = read_idx(os.path.join(_MNIST, "t10k-images-idx3-ubyte.gz"))
     labels = read_idx(os.path.join(_MNIST, "t10k-labels-idx1-ubyte.gz"))
