@@ -14,7 +14,6 @@ import sys
 import time
 
 T0 = time.perf_counter()
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxcnn.testing import assert_same_on_devices, tiny_dataset, use_fake_devices  # noqa: E402
 

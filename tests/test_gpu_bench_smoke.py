@@ -9,9 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-import gpu_bench  # noqa: E402
+from benchmarks import gpu_bench  # noqa: E402
 
 BLOCKER = '''
 import importlib.abc, os, sys

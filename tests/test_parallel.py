@@ -230,8 +230,7 @@ def test_get_strategy():
 
 def test_trainer_with_pmap_strategy_matches_jit_on_one_device():
     """The Trainer's public behaviour is the same under both strategies (state, evaluate, predict)."""
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    from _parallel_worker import BnDropoutCNN
+    from tests._parallel_worker import BnDropoutCNN
 
     from jaxcnn.train import Trainer
 
