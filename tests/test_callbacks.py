@@ -191,3 +191,18 @@ def test_piped_output_is_one_line_per_epoch(tmp_path, data_dir):
     assert [ln.split(" - ")[0] for ln in epochs] == ["Epoch 1/2", "Epoch 2/2"], out.stderr[-3000:]
     assert "val_accuracy" in epochs[0]
     assert "mnist_cnn: test loss" in out.stderr
+
+
+def test_on_epoch_logs_entries_reach_the_history_and_fractional_epochs(mnist):
+    """`on_epoch_logs` adds to an epoch's logs before the History records them (a test score);
+    `epochs=1.5` runs the first half of the second epoch's steps."""
+    x, y, _, _ = mnist
+
+    class Score(Callback):
+        def on_epoch_logs(self, trainer, epoch, logs):
+            logs["score"] = float(epoch)
+
+    t = _trainer()
+    h = t.fit(x, y, epochs=1.5, batch_size=32, verbose=0, callbacks=[Score()])
+    assert h["score"] == [0.0, 1.0] and int(t.state.step) == 12
+    assert t.fit_info["epochs"] == 2 and t.fit_info["total_steps"] == 12

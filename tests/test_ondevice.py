@@ -12,6 +12,7 @@ import pytest
 
 from jaxcnn.models import get_model
 from jaxcnn.train import Trainer, make_train_step, ondevice
+from jaxcnn.train.feeds import device as feeds_device
 from jaxcnn.train.precision import resolve_compute_dtype
 
 
@@ -62,7 +63,7 @@ def test_chunk_step_does_not_retrace(mnist_slice, monkeypatch):
     x, y = mnist_slice
     make = ondevice.make_chunk_fn
     # 10 steps per epoch in chunks of 5: one shape; 3 epochs must trace the chunk once.
-    monkeypatch.setattr(ondevice, "make_chunk_fn", lambda *a, **k: chex.assert_max_traces(make(*a, **k), n=1))
+    monkeypatch.setattr(feeds_device, "make_chunk_fn", lambda *a, **k: chex.assert_max_traces(make(*a, **k), n=1))
     chex.clear_trace_counter()
     t = _trainer()
     t.fit(x, y, epochs=3, batch_size=32, verbose=0, road="device", steps_per_call=5)

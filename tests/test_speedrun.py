@@ -126,3 +126,21 @@ def test_train_tiny(name, shape, recipe):
     if name == "airbench":  # the whitening kernel stays frozen at its data-fitted value
         fresh = speedrun.init_state(get_model(name, **kwargs), shape, recipe, 4, 3, whiten_images=x[:5000])
         np.testing.assert_array_equal(state.params["whiten"]["kernel"], fresh.params["whiten"]["kernel"])
+
+
+def test_fit_on_a_built_trainer_matches_train():
+    """The experiment's path (a Trainer built from its config, then the recipe through
+    Trainer.fit) trains exactly what `train` trains, and leaves the trainer on the device road."""
+    from jaxcnn.train import Trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 28, 28, 1), np.uint8)
+    y = rng.integers(0, 10, 96).astype(np.int32)
+    recipe = dataclasses.replace(speedrun.MNIST_FAST, batch_size=32, epochs=1.5)
+    model = get_model("mnist_fast", widths=(4, 4, 4))
+    _, h = speedrun.train(model, x, y, x[:50], y[:50], recipe, precision="f32")
+    trainer = Trainer(model, (28, 28, 1), optimizer="adam", compute_dtype="f32")
+    history, record = speedrun.fit(trainer, x, y, x[:50], y[:50], recipe)
+    assert history["loss"] == h["loss"] and history["val_accuracy"] == h["val_accuracy"]
+    assert record["total_steps"] == int(trainer.state.step) == 5 and trainer.road == "device"
+    assert "learning_rate" not in history and record["compile_seconds"] > 0

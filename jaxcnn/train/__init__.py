@@ -1,13 +1,14 @@
-"""Training: TrainState, losses, metrics, optimizers, the pure steps, the Keras-like loop, callbacks."""
+"""Training: TrainState, losses, metrics, optimizers, the pure steps, the Keras-like loop, its
+input feeds, callbacks, and the record recipes (jaxcnn.train.recipes, imported on demand)."""
 
-from jaxcnn.train.callbacks import Callback, CSVLogger, EarlyStopping, History, ReduceLROnPlateau
+from jaxcnn.train.callbacks import (Callback, CSVLogger, EarlyStopping, History, ReduceLROnPlateau, SummaryWriter,
+                                    TensorBoard)
 from jaxcnn.train.loop import NonFiniteLossError, Trainer
 from jaxcnn.train.losses import LOSSES, get_loss
 from jaxcnn.train.metrics import AUC, Metric, MeanMetric, PerClassAccuracy, get_metric
 from jaxcnn.train.optim import get_optimizer, make_schedule
 from jaxcnn.train.state import TrainState, create_train_state, init_variables
 from jaxcnn.train.step import make_eval_step, make_train_step
-from jaxcnn.train.tensorboard import SummaryWriter, TensorBoard
 
 __all__ = [
     "AUC", "LOSSES", "CSVLogger", "Callback", "EarlyStopping", "History", "MeanMetric", "Metric",

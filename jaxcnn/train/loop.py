@@ -5,15 +5,18 @@
     history = trainer.fit(x_train, y_train, epochs=5, batch_size=32, validation_data=(x_test, y_test))
     trainer.evaluate(x_test, y_test)
 
-The state stays a pure pytree (`trainer.state`). One epoch loop serves every input road
-(jaxcnn.train.roads): a road yields chunks of steps (one step, or many in a `lax.scan`), the loop
+The state stays a pure pytree (`trainer.state`). One epoch loop serves every input feed
+(jaxcnn.train.feeds): a feed yields chunks of steps (one step, or many in a `lax.scan`), the loop
 keeps the metric sums on the device, fetches them once per log, checks for NaN, shows progress and
 calls the callbacks. The global step (`state.step`) is the only cursor: the epoch and the position
 in it derive from it, so a checkpoint restores nothing but the state to resume mid-epoch.
+What varies between runs is the step (`set_train_step`: a recipe's loss, lookahead), the feed
+and the callbacks (jaxcnn.train.recipes: speed records), never the loop.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Sequence
 
@@ -24,13 +27,16 @@ import optax
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
 from jaxcnn.data.pipeline import as_input, validation_split as split_last
+from jaxcnn.parallel import get_strategy
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
+from jaxcnn.train.feeds import eval_batches, host_pipeline, make_road
 from jaxcnn.train.losses import output_activation
 from jaxcnn.train.metrics import MetricSet
 from jaxcnn.train.optim import default_learning_rate, get_optimizer
 from jaxcnn.train.precision import resolve_compute_dtype
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.step import make_eval_step, make_train_step, predict_logits
+from jaxcnn.train.summary import model_summary
 
 __all__ = ["Callback", "NonFiniteLossError", "Trainer"]
 
@@ -77,12 +83,21 @@ class Trainer:
 
     `strategy` places batches and compiles steps: None means the default data-parallel strategy
     over every local device (`jaxcnn.parallel`), which on one device is a plain `jax.jit`.
+    `state`: a ready TrainState (e.g. a recipe's, with extra fields) instead of a fresh one.
+    `compilation_cache=False` leaves JAX's persistent cache (jaxcnn.compile_cache) untouched, so
+    a benchmark measures a cold compile.
+
+    What feeds and callbacks use: `state`, `strategy`, `seed`, `compute_dtype`, `data_backend`,
+    `train_step` (the compiled per-step function), `make_train_step(axis)` (the un-jitted step
+    that feeds compile their own way), `feed` (this fit's input feed), `fit_info`, `history`,
+    `global_step`, `stop_training`.
     """
 
     def __init__(self, model, input_shape: Sequence[int], loss="sparse_categorical_crossentropy",
                  optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate=None,
                  seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype="auto",
-                 data_backend: str = "auto", road: str = "auto", metrics=("accuracy",)):
+                 data_backend: str = "auto", road: str = "auto", metrics=("accuracy",), state=None,
+                 compilation_cache: bool = True):
         self.model, self.loss_name, self.seed = model, loss, seed
         self.metrics = MetricSet(metrics)
         self.input_shape = tuple(input_shape)
@@ -94,17 +109,18 @@ class Trainer:
         # "auto": bfloat16 compute on GPU/TPU, float32 on CPU; params and loss stay float32.
         compute_dtype = resolve_compute_dtype(compute_dtype)
         self.default_road = road  # fit's road when it names none: auto | pipeline | device
-        enable_compilation_cache()  # once per process; JAXCNN_COMPILATION_CACHE=off disables it
+        if compilation_cache:  # once per process; JAXCNN_COMPILATION_CACHE=off disables it
+            enable_compilation_cache()
         self.compute_dtype, self.data_backend = compute_dtype, data_backend
-        from jaxcnn.parallel import get_strategy
-
         self.strategy = get_strategy(strategy)
-        # The strategy may adapt the model (pmap: BatchNorm synchronized over its device axis).
-        step_model = getattr(self.strategy, "prepare_model", lambda m: m)(model)
-        self.state: TrainState = self.strategy.replicate(
-            create_train_state(step_model, self.input_shape, self.tx, seed=seed, params=params,
-                               batch_stats=batch_stats))
-        self._train_step = self.strategy.compile_train_step(self.make_train_step)
+        if state is None:
+            # The strategy may adapt the model (pmap: BatchNorm synchronized over its device axis).
+            step_model = getattr(self.strategy, "prepare_model", lambda m: m)(model)
+            state = create_train_state(step_model, self.input_shape, self.tx, seed=seed, params=params,
+                                       batch_stats=batch_stats)
+        self.state: TrainState = self.strategy.replicate(state)
+        self._make_step = None  # set_train_step's factory; None: the loss/metrics step of jaxcnn.train.step
+        self.train_step = self.strategy.compile_train_step(self.make_train_step)
         self._eval_step = self.strategy.compile_eval_step(
             lambda axis: make_eval_step(loss, axis_name=axis, compute_dtype=compute_dtype, metrics=self.metrics))
         self._predict = self.strategy.compile_predict(lambda state, images: output_activation(
@@ -114,7 +130,8 @@ class Trainer:
         self.global_step = 0  # the host's copy of state.step while fit runs (no device sync)
         self.steps_per_epoch: int | None = None
         self.fit_info: dict = {}
-        self.road: str | None = None
+        self.road: str | None = None  # the name of the last fit's road ("device" | "pipeline")
+        self.feed = None  # the last fit's input feed (jaxcnn.train.feeds); the device road reuses it
         self.fit_sample = None
         self._epoch_sums, self._pending, self._restored_sums = None, [], None
 
@@ -146,15 +163,28 @@ class Trainer:
         self.state = self.state.replace(tx=self.tx)
 
     def make_train_step(self, axis_name: str | None = None) -> Callable:
-        """This trainer's un-jitted train step (loss, metrics, precision); roads compile it."""
+        """This trainer's un-jitted train step (loss, metrics, precision); feeds compile it."""
+        if self._make_step is not None:
+            return self._make_step(axis_name)
         return make_train_step(self.loss_name, axis_name=axis_name, compute_dtype=self.compute_dtype,
                                metrics=self.metrics)
 
+    def set_train_step(self, make_step: Callable, state=None, learning_rate=None) -> None:
+        """Train with another step, e.g. a recipe's (its loss, a lookahead average in its state).
+
+        `make_step(axis_name) -> step(state, batch) -> (state, metric sums)`, the sums keyed as
+        this trainer's metrics (`loss`, `count`, `<metric>/<key>`). `state`: the state it trains
+        (may carry extra fields); `learning_rate`: what the logs report (None: nothing).
+        """
+        self._make_step = make_step
+        self.train_step = self.strategy.compile_train_step(self.make_train_step)
+        if state is not None:
+            self.state, self.tx = state, state.tx
+        self.learning_rate, self.feed = learning_rate, None
+
     # -- input ---------------------------------------------------------------------------------
     def _pipeline(self, x, y, batch_size, augment=None):
-        """Host batches of (x, y) for this trainer's strategy and backend (jaxcnn.train.roads)."""
-        from jaxcnn.train.roads import host_pipeline
-
+        """Host batches of (x, y) for this trainer's strategy and backend (jaxcnn.train.feeds)."""
         return host_pipeline(self, x, y, batch_size, augment)
 
     def _check_input(self, x, what, y=None):
@@ -171,16 +201,19 @@ class Trainer:
         return checks.check_labels(y, self.loss_name, self._num_outputs, what, num_examples=len(x))
 
     # -- fit -----------------------------------------------------------------------------------
-    def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, validation_split: float | None = None,
+    def fit(self, x, y, *, epochs: int | float = 1, batch_size: int = 32, validation_split: float | None = None,
             validation_data=None, augment=None, callbacks: Sequence = (),
             initial_epoch: int = 0, initial_step: int = 0, verbose: int | str = "auto",
-            log_every: int | None = None, road: str | None = None, device_augment: Callable | None = None,
+            log_every: int | None = None, road=None, device_augment: Callable | None = None,
             steps_per_call: int = 100, sample_weight=None, class_weight=None) -> History:
         """Train like Keras' `fit`; returns a History (also `self.history`), one per call.
 
         `road`: "pipeline" (tf.data/numpy batches, one dispatch per step), "device" (data on the
-        device, `steps_per_call` steps per dispatch; see jaxcnn.train.ondevice) or "auto"
-        (device on GPU/TPU when the data fits, else pipeline); None: the Trainer's `road`.
+        device, `steps_per_call` steps per dispatch; see jaxcnn.train.feeds) or "auto"
+        (device on GPU/TPU when the data fits, else pipeline); None: the Trainer's `road`; or a
+        feed built for (x, y) (e.g. a DeviceRoad with a recipe's data order).
+        `epochs` may be fractional: the last epoch runs the first steps of its order, up to
+        ceil(epochs * steps_per_epoch) steps in all.
         `augment`: a recipe ("A", "B", "key=value,...": built for the chosen road) or a tf.data
         callable; `device_augment(images, key)`: a JAX augmentation (device road).
         `verbose`: 0 silent, 1 progress bar, 2 one line per epoch, "auto" (1 on a terminal, else 2).
@@ -192,8 +225,6 @@ class Trainer:
         Position: epoch `initial_epoch`, step `initial_step`; a checkpoint callback that restores
         a later state moves it (the position derives from `state.step`).
         """
-        from jaxcnn.train.roads import eval_batches, make_road
-
         x, y = as_input(x), np.asarray(y)  # a prepared split stays on disk, read batch by batch
         y = self._check_input(x, "fit", y)
         verbose = resolve_verbose(verbose) if jax.process_index() == 0 else 0  # one display per job
@@ -204,10 +235,13 @@ class Trainer:
             (x, y), (vx, vy) = split_last(x, y, validation_split)
             validation_data = (vx, vy) if weight is None else (vx, vy, weight[len(x):])
             weight = None if weight is None else weight[: len(x)]
-        train_road = make_road(self, x, y, batch_size, road=road or self.default_road, augment=augment,
-                               device_augment=device_augment, steps_per_call=steps_per_call,
-                               sample_weight=weight)
-        self.road = train_road.name
+        if road is None or isinstance(road, str):
+            train_road = make_road(self, x, y, batch_size, road=road or self.default_road, augment=augment,
+                                   device_augment=device_augment, steps_per_call=steps_per_call,
+                                   sample_weight=weight)
+        else:
+            train_road = road
+        self.road, self.feed = train_road.name, train_road
         validate = None
         if validation_data is not None:
             vx, vy = as_input(validation_data[0]), np.asarray(validation_data[1])
@@ -216,7 +250,10 @@ class Trainer:
             validate = lambda: self._evaluate_batches(eval_batches(self, vx, vy, batch_size, vw))  # noqa: E731
         steps = train_road.steps_per_epoch
         self.steps_per_epoch = steps
-        self.fit_info = {"steps_per_epoch": steps, "batch_size": batch_size, "num_examples": int(len(x))}
+        total_steps = max(1, math.ceil(steps * epochs))
+        n_epochs = -(-total_steps // steps)
+        self.fit_info = {"steps_per_epoch": steps, "batch_size": batch_size, "num_examples": int(len(x)),
+                         "epochs": n_epochs, "total_steps": total_steps}
         self.fit_sample = x[:64]  # a few training images for callbacks that show some (TensorBoard)
         log_every = log_every or max(1, min(100, steps // 20))
         self.history = History(params={"epochs": epochs, "steps": steps, "verbose": verbose,
@@ -231,21 +268,25 @@ class Trainer:
         if self.global_step < origin:
             raise ValueError(f"the state's step {self.global_step} lies before this fit's start {origin}")
         epoch, start = divmod(self.global_step - origin, steps)
+        if epoch * steps + start >= total_steps:
+            epoch = n_epochs  # a restored state that already ran every step (a fractional last epoch)
         sums = self._restored_sums if start else None
-        progress = Progress(verbose, epochs, steps)
+        progress = Progress(verbose, n_epochs, steps)
         # Fetch metrics at log points only when someone looks; else once per epoch (each fetch
         # waits for the device, which then idles until the next dispatch).
         fetch_logs = verbose == 1 or cbs.wants("on_log")
         try:
-            while epoch < epochs and not self.stop_training:
+            while epoch < n_epochs and not self.stop_training:
                 t0 = time.perf_counter()
-                logs = self._run_epoch(train_road, epoch, start, sums, cbs, progress,
+                stop = min(steps, total_steps - epoch * steps)
+                logs = self._run_epoch(train_road, epoch, start, stop, sums, cbs, progress,
                                        log_every if fetch_logs else None)
                 logs["seconds"] = time.perf_counter() - t0
                 if self.current_learning_rate() is not None:
                     logs["learning_rate"] = self.current_learning_rate()
                 if validate is not None:
                     logs.update({f"val_{k}": v for k, v in validate().items()})
+                cbs.on_epoch_logs(self, epoch, logs)
                 self.history.record(epoch, logs)
                 progress.end(epoch, logs)
                 cbs.on_epoch_end(self, epoch, logs)
@@ -255,20 +296,19 @@ class Trainer:
         cbs.on_train_end(self)
         return self.history
 
-    def _run_epoch(self, road, epoch, start, sums, cbs, progress, log_every) -> dict:
-        """One epoch from step `start` over the road's chunks: the one training loop."""
-        steps = road.steps_per_epoch
+    def _run_epoch(self, road, epoch, start, stop, sums, cbs, progress, log_every) -> dict:
+        """One epoch's steps [start, stop) over the feed's chunks: the one training loop."""
         self._epoch_sums, self._pending = sums, []
         cbs.on_epoch_begin(self, epoch)
         progress.begin(epoch, start)
         since_log = 0
-        for first, last, payload in road.train_chunks(epoch, start):
+        for first, last, payload in road.train_chunks(epoch, start, stop):
             self.state, chunk_sums = road.run(self.state, payload)
             self._pending.append(chunk_sums)
             self.global_step += last - first
             since_log += last - first
             cbs.on_step_end(self, epoch, last)
-            if last == steps or (log_every and since_log >= log_every):
+            if last == stop or (log_every and since_log >= log_every):
                 logs = self._running_logs(epoch, last)
                 progress.update(last, logs)
                 cbs.on_log(self, self.global_step, logs)
@@ -316,8 +356,6 @@ class Trainer:
 
         Printed with `print_fn` (None: only returned).
         """
-        from jaxcnn.train.summary import model_summary
-
         text = model_summary(self.model, self.input_shape, depth=depth, flops=flops)
         if print_fn is not None:
             print_fn(text)
@@ -331,16 +369,12 @@ class Trainer:
 
     def evaluate(self, x, y, batch_size: int = 32, sample_weight=None) -> dict:
         """Loss and metrics over every example exactly once (the ragged tail is masked)."""
-        from jaxcnn.train.roads import eval_batches
-
         x = as_input(x)
         y = self._check_input(x, "evaluate", y)
         return self._evaluate_batches(eval_batches(self, x, y, batch_size, example_weights(y, sample_weight)))
 
     def predict(self, x, batch_size: int = 32) -> np.ndarray:
         """Softmax (or sigmoid) outputs for every example, like Keras' `predict`."""
-        from jaxcnn.train.roads import host_pipeline
-
         x = as_input(x)
         self._check_input(x, "predict")
         # Batches split over devices and hosts like evaluation; every host gets all outputs.

@@ -1,0 +1,100 @@
+"""What `fit` shows: the `jaxcnn` logger, its stderr handler, the progress bar and epoch lines."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+from jaxcnn._compat import tqdm
+
+logger = logging.getLogger("jaxcnn")
+
+
+def resolve_verbose(verbose) -> int:
+    """Keras' verbose: 0 silent, 1 progress bar, 2 one line per epoch; "auto": 1 on a terminal, else 2."""
+    if verbose == "auto":
+        return 1 if sys.stderr.isatty() else 2
+    return int(verbose)
+
+
+def _fmt(logs: dict, skip=("seconds",)) -> str:
+    """`loss: 0.1234 - accuracy: ...`; per-class entries (`name/i`) stay in the History only."""
+    return " - ".join(f"{k}: {v:.4g}" if abs(v) < 1e-3 and v else f"{k}: {v:.4f}"
+                      for k, v in logs.items() if k not in skip and "/" not in k and isinstance(v, (int, float)))
+
+
+class Progress:
+    """The loop's display: a tqdm bar per epoch (verbose 1), an epoch line (verbose 1 and 2).
+
+    Epoch lines go to the `jaxcnn` logger (INFO); without a logging configuration they go to
+    stderr (see `ensure_log_handler`).
+    """
+
+    def __init__(self, verbose: int, epochs: int, steps: int):
+        self.verbose, self.epochs, self.steps = verbose, epochs, steps
+        self.bar = None
+        if verbose:
+            ensure_log_handler()
+
+    def begin(self, epoch: int, start: int) -> None:
+        if self.verbose == 1:
+            self.bar = tqdm(total=self.steps, initial=start, desc=f"Epoch {epoch + 1}/{self.epochs}",
+                            unit="step", leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+    def update(self, step: int, logs: dict) -> None:
+        if self.bar is not None:
+            shown = {k: f"{v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy")}
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def end(self, epoch: int, logs: dict) -> None:
+        self.close()
+        if self.verbose:
+            seconds = logs.get("seconds", math.nan)
+            logger.info("Epoch %d/%d - %.1fs - %s", epoch + 1, self.epochs, seconds, _fmt(logs))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Plain `message` lines to whatever `sys.stderr` is at the time of each record."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def ensure_log_handler() -> None:
+    """Let the `jaxcnn` logger's INFO lines reach stderr when nobody configured logging.
+
+    With a handler on the root logger (logging.basicConfig, absl) nothing is added: records
+    propagate there. Otherwise one plain stderr handler is attached to the `jaxcnn` logger.
+    """
+    if logger.handlers or logging.getLogger().handlers:
+        if logger.level == logging.NOTSET and logging.getLogger().level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        return
+    plain_stderr_logging()
+
+
+def plain_stderr_logging() -> None:
+    """The command line's logging: the `jaxcnn` logger's lines as they are, on stderr, at INFO.
+
+    (Some libraries configure the root logger on import, which would prefix every line.)
+    """
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -1,0 +1,167 @@
+"""TensorBoard event files without TensorFlow: `SummaryWriter` and the `TensorBoard` callback.
+
+Written with TensorBoard's own event-file writer and protobufs (the `tensorboard` package, which
+needs no TensorFlow; `pip install 'jaxcnn[tensorboard]'`), the same writer PyTorch's
+SummaryWriter uses, so a GPU or TPU host without TensorFlow writes real event files:
+
+    trainer.fit(x, y, epochs=5, validation_data=(xv, yv),
+                callbacks=[TensorBoard("runs/x/tensorboard")])   # then: tensorboard --logdir runs/x
+
+Layout as Keras': `logdir/train` (per-step `batch_*` and per-epoch `epoch_*` scalars, the
+learning rate, a grid of the first training batch's images, the model summary as text) and
+`logdir/validation` (per-epoch `epoch_*`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import jax
+import numpy as np
+
+from jaxcnn.train.callbacks.base import Callback
+from jaxcnn.train.callbacks.progress import logger
+
+
+def _tb():
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.image import metadata as image_metadata
+        from tensorboard.plugins.text import metadata as text_metadata
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("TensorBoard logging needs the `tensorboard` package (no TensorFlow needed): "
+                          "pip install 'jaxcnn[tensorboard]'") from e
+    return event_pb2, summary_pb2, image_metadata, text_metadata, EventFileWriter
+
+
+def _png(image: np.ndarray) -> bytes:
+    """PNG bytes of an HxW or HxWxC uint8 image (Pillow, which matplotlib already needs)."""
+    from PIL import Image
+
+    image = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """[N, H, W, C] floats in [0, 1] (or uint8) -> one uint8 grid image, `columns` wide."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = (np.clip(images.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if images.ndim == 3:
+        images = images[..., None]
+    n, h, w, c = images.shape
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    grid = np.zeros((rows * h, columns * w, c), np.uint8)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
+    return grid
+
+
+class SummaryWriter:
+    """Scalars, images and text into one TensorBoard run folder (`logdir`)."""
+
+    def __init__(self, logdir: str, flush_secs: int = 30):
+        self.logdir = logdir
+        os.makedirs(logdir, exist_ok=True)
+        self._pb = _tb()
+        event_pb2, _, _, _, EventFileWriter = self._pb
+        self._writer = EventFileWriter(logdir, flush_secs=flush_secs)
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _add(self, step: int, value) -> None:
+        event_pb2, summary_pb2 = self._pb[0], self._pb[1]
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                               summary=summary_pb2.Summary(value=[value])))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._add(step, self._pb[1].Summary.Value(tag=tag, simple_value=float(value)))
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """`image`: HxW or HxWxC uint8 (see `image_grid`)."""
+        summary_pb2, image_metadata = self._pb[1], self._pb[2]
+        h, w = image.shape[:2]
+        c = image.shape[2] if image.ndim == 3 else 1
+        encoded = summary_pb2.Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=_png(image))
+        meta = image_metadata.create_summary_metadata(display_name=tag, description="")
+        self._add(step, summary_pb2.Summary.Value(tag=tag, image=encoded, metadata=meta))
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """Markdown text (shown in TensorBoard's Text tab)."""
+        summary_pb2, text_metadata = self._pb[1], self._pb[3]
+        from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
+
+        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode("utf-8")],
+                                        tensor_shape=tensor_shape_pb2.TensorShapeProto())
+        meta = text_metadata.create_summary_metadata(display_name=tag, description="")
+        self._add(step, summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class TensorBoard(Callback):
+    """Writes a run to TensorBoard (process 0 only: one writer per job).
+
+    Per log point (`fit(log_every=...)`; 1 for every step): `batch_<metric>` running epoch
+    means and `batch_learning_rate`; per epoch: `epoch_<metric>` in `train/` and `validation/`,
+    `epoch_learning_rate`; once: a grid of `images` training images (0 for none) and the model
+    summary as text.
+    """
+
+    def __init__(self, log_dir: str = "logs", images: int = 16, write_steps: bool = True,
+                 write_summary: bool = True):
+        self.log_dir, self.images, self.write_steps, self.write_summary = log_dir, images, write_steps, write_summary
+        self.train: SummaryWriter | None = None
+        self.validation: SummaryWriter | None = None
+        self.x_sample: np.ndarray | None = None  # set by the user, else taken from `trainer.fit_data`
+
+    def on_train_begin(self, trainer):
+        if jax.process_index() != 0:
+            return
+        self.train = SummaryWriter(os.path.join(self.log_dir, "train"))
+        self.validation = SummaryWriter(os.path.join(self.log_dir, "validation"))
+        step = trainer.global_step
+        if self.write_summary:
+            try:
+                self.train.text("model", "```\n" + trainer.summary(print_fn=None, flops=False) + "\n```", step)
+            except Exception as e:  # noqa: BLE001  (a summary is a convenience, never a failure)
+                logger.warning("TensorBoard: no model summary (%s: %s)", type(e).__name__, e)
+        sample = self.x_sample if self.x_sample is not None else getattr(trainer, "fit_sample", None)
+        if self.images and sample is not None and np.ndim(sample) == 4:
+            self.train.image("images", image_grid(np.asarray(sample[: self.images])), step)
+        self.train.flush()
+
+    def on_log(self, trainer, step, logs):
+        if self.train is None or not self.write_steps:
+            return
+        for k, v in logs.items():
+            self.train.scalar(f"batch_{k}", v, step)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.train is None:
+            return
+        for k, v in logs.items():
+            if k == "seconds":
+                continue
+            if k.startswith("val_"):
+                self.validation.scalar(f"epoch_{k[4:]}", v, epoch)
+            else:
+                self.train.scalar(f"epoch_{k}", v, epoch)
+        self.train.flush()
+        self.validation.flush()
+
+    def on_train_end(self, trainer):
+        for w in (self.train, self.validation):
+            if w is not None:
+                w.close()
+        self.train = self.validation = None
