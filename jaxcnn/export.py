@@ -97,7 +97,6 @@ def serving_function(predictor):
 
 
 def _tf():
-
     return import_tf()
 
 
