@@ -30,7 +30,7 @@ from jaxcnn.data import load_dataset
 from jaxcnn.data.checks import input_shape_problem
 from jaxcnn.data.image_folder import resize_images
 from jaxcnn.data.pipeline import import_tf
-from jaxcnn.model_card import ModelCard, NoTrainedModelError, read_card
+from jaxcnn.model_card import ModelCard, NoTrainedModelError, read_card  # noqa: F401  (re-exported)
 from jaxcnn.report import class_probabilities
 from jaxcnn.run import RunFolder
 from jaxcnn.train import Trainer

@@ -2,7 +2,7 @@
 
     model = jaxcnn.models.get_model("vgg16_transfer_a", num_classes=10)   # params {"base", "head"}
     variables = jaxcnn.train.init_variables(model, (224, 224, 3))
-    variables = load_base(variables, jaxcnn.weights.restore_variables("vgg16_notop"))
+    variables = load_base(variables, jaxcnn.checkpoint.restore_variables("vgg16_notop"))
     tx = make_transfer_optimizer(optax.adam(1e-3), variables["params"], trainable=("head",))
     # later, fine-tune the top block too at a low rate:
     tx = make_transfer_optimizer(optax.rmsprop(2e-5), params, trainable=("head", "base/block5"))
@@ -26,7 +26,7 @@ from flax.core import unfreeze
 
 from jaxcnn.keras.graph import KerasGraph
 from jaxcnn.train.state import init_variables
-from jaxcnn.weights.store import restore_variables
+from jaxcnn.checkpoint.weights import restore_variables
 
 
 def _path_str(path) -> str:

@@ -9,7 +9,6 @@ check passed with its largest differences, or the error the check raised, into O
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 

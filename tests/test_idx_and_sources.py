@@ -1,6 +1,5 @@
 import ast
 import glob
-import gzip
 import os
 import subprocess
 import sys

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from jaxcnn.models import get_model, list_models
-from jaxcnn.models.layers import BatchNorm, Conv, Dense, flatten, max_pool
+from jaxcnn.models.layers import BatchNorm, Dense, flatten
 from jaxcnn.testing import (assert_same_on_devices, assert_trains, tiny_dataset, tree_differences,
                             use_fake_devices)
 from tests._tiny_shapes import TINY_SHAPES

@@ -75,7 +75,7 @@ def convert(base_dir: str) -> str:
     """`jaxcnn convert-weights vgg16 BASE.h5 DIR`; the Keras 3 file must convert to the same arrays."""
     from jaxcnn.cli import main as cli_main
     from jaxcnn.keras import load_keras_h5
-    from jaxcnn.weights.store import restore_variables
+    from jaxcnn.checkpoint.weights import restore_variables
 
     out = os.path.join(base_dir, "jaxcnn")
     if cli_main(["convert-weights", "vgg16", os.path.join(base_dir, H5), out]):
@@ -112,7 +112,7 @@ def part_features(base_dir, conv_dir, data, batch_size=64) -> dict:
 
     from jaxcnn.models.vgg import VGG16, preprocess_input
     from jaxcnn.transfer import extract_features
-    from jaxcnn.weights.store import restore_variables
+    from jaxcnn.checkpoint.weights import restore_variables
 
     x = data[2]
     x_pre = K.applications.vgg16.preprocess_input(x.astype(np.float32))
@@ -317,7 +317,7 @@ def part_jaxcnn_cached(conv_dir, data, r=RECIPE) -> dict:
     from jaxcnn.models.vgg import VGG16, preprocess_input
     from jaxcnn.train import Trainer, get_optimizer, init_variables
     from jaxcnn.transfer import load_base, make_transfer_optimizer
-    from jaxcnn.weights.store import restore_variables
+    from jaxcnn.checkpoint.weights import restore_variables
 
     config = apply_flags(load_experiment("vgg16_transfer").get_config(), argparse.Namespace(variant="b"))
     phase = config.finetune
@@ -364,7 +364,7 @@ def part_heads_ac(conv_dir, data_dir=None, n_train=2000, n_test=1000, epochs=5, 
     from jaxcnn.models.vgg import VGG16, preprocess_input
     from jaxcnn.train import Trainer, get_optimizer
     from jaxcnn.transfer import extract_features
-    from jaxcnn.weights.store import restore_variables
+    from jaxcnn.checkpoint.weights import restore_variables
 
     ds = load_dataset("cifar10", data_dir=data_dir)
     rng = np.random.default_rng(seed)

@@ -14,10 +14,13 @@ Two kinds of folders:
     load_weights(trainer, "runs/x/checkpoints", step="best")  # inference / transfer
 
 Modules: errors, diagnostics (one-line errors, details to `checkpoint.log`), integrity
-(checksums), shapes (tree comparison), manager, weights, preemption (SIGTERM), callback.
+(checksums), shapes (tree comparison), manager, weights, preemption (SIGTERM). The callback lives
+with the other callbacks (`jaxcnn.train.callbacks.CheckpointCallback`); its old name here is
+loaded on first use, since `jaxcnn.train` builds on this package.
 """
 
-from jaxcnn.checkpoint.callback import CheckpointCallback
+import importlib
+
 from jaxcnn.checkpoint.diagnostics import LOG_FILE
 from jaxcnn.checkpoint.errors import (SIGTERM_EXIT_CODE, CheckpointCorruptError, CheckpointError,
                                       CheckpointFormatError, CheckpointIOError, CheckpointMismatchError,
@@ -36,3 +39,9 @@ __all__ = [
     "save_params", "save_variables", "shape_differences", "state_tree", "verify_checksums",
     "write_checksums",
 ]
+
+
+def __getattr__(name: str):
+    if name == "CheckpointCallback":
+        return importlib.import_module("jaxcnn.train.callbacks.checkpoint").CheckpointCallback
+    raise AttributeError(f"module 'jaxcnn.checkpoint' has no attribute {name!r}")

@@ -12,7 +12,6 @@ import os
 import sys
 import warnings
 
-from jaxcnn import checkpoint
 from jaxcnn.config import ExperimentConfig
 from jaxcnn.data import load_dataset
 from jaxcnn.data.image_folder import resize_images
@@ -20,8 +19,8 @@ from jaxcnn.data.sources import DATA_DIR_ENV
 from jaxcnn.errors import UsageError
 from jaxcnn.model_card import make_card
 from jaxcnn.models import get_model
-from jaxcnn.run import FINETUNE_SUFFIX, RunFolder, is_writer
-from jaxcnn.train import EarlyStopping, Trainer, get_optimizer
+from jaxcnn.run import RunFolder, is_writer
+from jaxcnn.train import CheckpointCallback, EarlyStopping, Trainer, get_optimizer
 from jaxcnn.train.optim import default_learning_rate, make_schedule
 from jaxcnn.train.tensorboard import TensorBoard
 from jaxcnn.transfer import init_with_pretrained_base, make_transfer_optimizer
@@ -125,7 +124,7 @@ def callbacks(config: ExperimentConfig, workdir: str, phase: str = "") -> list:
 def checkpoint_callback(config: ExperimentConfig, workdir: str, verbose: int, phase: str = ""):
     """The config's checkpoint policy (every N steps, keep K, best by a metric) in the run folder's
     checkpoints/ (checkpoints_finetune/ for phase FINETUNE_SUFFIX)."""
-    return checkpoint.CheckpointCallback(
+    return CheckpointCallback(
         RunFolder(workdir).checkpoints_dir(phase), every_n_steps=config.checkpoint_every_steps,
         max_to_keep=config.checkpoint_keep, best_metric=config.checkpoint_best,
         best_mode=config.checkpoint_best_mode, verbose=bool(verbose))

@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from jaxcnn import checkpoint, report, speedrun, viz
+from jaxcnn import checkpoint, report, viz
 from jaxcnn.config import ExperimentConfig, add_flags, apply_flags, validate_config
 from jaxcnn.errors import debug_requested, guard
 from jaxcnn.experiment.builders import (build_trainer, callbacks, checkpoint_callback, data_source, load_data,
@@ -24,7 +24,7 @@ from jaxcnn.experiment.extras import EXTRAS
 from jaxcnn.model_card import write_card
 from jaxcnn.parallel import setup
 from jaxcnn.run import FINETUNE_SUFFIX, RunFolder, check_workdir, is_writer
-from jaxcnn.train import Callback
+from jaxcnn.train import Callback, recipes
 from jaxcnn.train.callbacks import ensure_log_handler, logger, plain_stderr_logging
 
 
@@ -119,15 +119,12 @@ def _evaluation_report(trainer, ds, config, workdir) -> dict:
 
 
 def _speedrun(config: ExperimentConfig, trainer, ds, verbose: int):
-    """Train `trainer`'s model with the config's jaxcnn.speedrun recipe; (history, extra metrics)."""
-    recipe = dataclasses.replace(speedrun.get_recipe(config.speedrun), epochs=config.epochs,
+    """Train `trainer` by the config's recipe (jaxcnn.train.recipes) through Trainer.fit;
+    (history, extra metrics)."""
+    recipe = dataclasses.replace(recipes.get_recipe(config.speedrun), epochs=config.epochs,
                                  batch_size=min(config.batch_size, len(ds.x_train)))
-    state, hist = speedrun.train(trainer.model, ds.x_train, ds.y_train, ds.x_test, ds.y_test, recipe,
-                                 seed=config.seed, precision=config.precision, verbose=verbose)
-    trainer.state, trainer.road = state, "device"
-    history = {k: v for k, v in hist.items() if isinstance(v, list)}
-    trainer.history = history
-    extra = {k: hist[k] for k in ("train_seconds_to_target", "target", "compile_seconds", "recipe")}
+    history, record = recipes.fit(trainer, ds.x_train, ds.y_train, ds.x_test, ds.y_test, recipe, verbose=verbose)
+    extra = {k: record[k] for k in ("train_seconds_to_target", "target", "compile_seconds", "recipe")}
     return history, {f"speedrun_{k}" if k != "recipe" else "speedrun": v for k, v in extra.items()}
 
 

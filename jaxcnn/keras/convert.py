@@ -23,7 +23,7 @@ import numpy as np
 from jaxcnn.keras.errors import WeightConversionError
 from jaxcnn.keras.h5 import object_order, read_keras_h5
 from jaxcnn.models import TUTORIAL_INPUT_SHAPES, get_model
-from jaxcnn.weights.store import save_variables
+from jaxcnn.checkpoint.weights import save_variables
 
 ARCHS = ("vgg16", "resnet50")
 # Layers that exist only with include_top=True.

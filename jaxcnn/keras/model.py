@@ -36,7 +36,7 @@ from jaxcnn.keras.errors import WeightConversionError
 from jaxcnn.keras.graph import MODEL_CLASSES, KerasGraph, eval_variables, weight_roles
 from jaxcnn.keras.h5 import read_keras_model
 from jaxcnn.keras.spec import keras_spec, strip_output_activations
-from jaxcnn.weights.store import read_metadata, restore_variables, save_variables
+from jaxcnn.checkpoint.weights import read_metadata, restore_variables, save_variables
 
 def _layer_variables(layer: dict, weights: list, source: str, where: str) -> dict:
     roles = weight_roles(layer["class"], layer["config"])

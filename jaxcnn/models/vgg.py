@@ -2,7 +2,7 @@
 
 The layer names match `keras.applications.VGG16` and the published weight files
 (`block1_conv1` ... `block5_conv3`, `fc1`, `fc2`, `predictions`), so converted Keras weights
-(`jaxcnn.weights.convert_keras_h5`) drop straight into the params tree.
+(`jaxcnn.keras.convert_keras_h5`) drop straight into the params tree.
 
 Inputs are NHWC images already passed through `preprocess_input` (Keras "caffe" mode: BGR,
 ImageNet mean subtracted, no scaling). The modules return logits: Keras' `predictions` layer

@@ -1,11 +1,13 @@
 """Callbacks for `Trainer.fit`, Keras-like, one per module, plus the History that `fit` returns.
 
 base (Callback, CallbackList, History, the hooks), progress (the logger, progress bar, epoch
-lines), early_stopping, reduce_lr, csv_logger, tensorboard, and the speed-record pair
-test_score (integer test-set counts, TTA) and record_clock (training seconds to a target).
+lines), checkpoint (save and resume the run), early_stopping, reduce_lr, csv_logger,
+tensorboard, and the speed-record pair test_score (integer test-set counts, TTA) and
+record_clock (training seconds to a target).
 """
 
 from jaxcnn.train.callbacks.base import HOOKS, Callback, CallbackList, History
+from jaxcnn.train.callbacks.checkpoint import CheckpointCallback
 from jaxcnn.train.callbacks.csv_logger import CSVLogger
 from jaxcnn.train.callbacks.early_stopping import EarlyStopping
 from jaxcnn.train.callbacks.progress import (Progress, ensure_log_handler, logger, plain_stderr_logging,
@@ -16,7 +18,7 @@ from jaxcnn.train.callbacks.tensorboard import SummaryWriter, TensorBoard
 from jaxcnn.train.callbacks.test_score import TestScore, tta_logits
 
 __all__ = [
-    "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "HOOKS", "History", "Progress", "RecordClock",
+    "CSVLogger", "Callback", "CallbackList", "CheckpointCallback", "EarlyStopping", "HOOKS", "History", "Progress", "RecordClock",
     "ReduceLROnPlateau", "SummaryWriter", "TensorBoard", "TestScore", "ensure_log_handler", "logger",
     "plain_stderr_logging", "required_correct", "resolve_verbose", "tta_logits",
 ]

@@ -15,7 +15,6 @@ import jax
 import numpy as np
 
 from jaxcnn.data.pipeline import ArrayPipeline
-from jaxcnn.data.records import is_source
 
 
 def host_pipeline(trainer, x, n_or_y, batch_size: int, augment: Callable | None = None) -> ArrayPipeline:

@@ -18,7 +18,7 @@ from jaxcnn.checkpoint.diagnostics import say
 from jaxcnn.checkpoint.errors import CheckpointError, CheckpointMismatchError, Preempted
 from jaxcnn.checkpoint.manager import CheckpointManager
 from jaxcnn.checkpoint.preemption import SigtermFlag, preempted
-from jaxcnn.train.callbacks import Callback
+from jaxcnn.train.callbacks.base import Callback
 
 
 class _QuietUntrackedMetric(logging.Filter):
