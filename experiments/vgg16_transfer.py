@@ -1,4 +1,4 @@
-"""VGG16 transfer learning, SPEC N10-N12: the pretrained conv base frozen, a new head trained.
+"""VGG16 transfer learning, N10-N12 (tutorials A-C): the pretrained conv base frozen, a new head trained.
 
     jaxcnn convert-weights vgg16 vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 weights/vgg16_notop
     jaxcnn train vgg16_transfer --weights weights/vgg16_notop [--variant a|b|c]

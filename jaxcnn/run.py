@@ -95,7 +95,7 @@ def write_json(path: str, obj) -> str:
     if replaced and isinstance(clean, dict):  # added to the list a record read back may hold
         before = clean.get("non_finite")
         clean["non_finite"] = [*dict.fromkeys([*(before if isinstance(before, list) else []), *replaced])]
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"  # a reader never sees half a file
     with open(tmp, "w") as f:
         json.dump(clean, f, indent=2, allow_nan=False)
     os.replace(tmp, path)

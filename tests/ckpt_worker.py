@@ -3,7 +3,7 @@
     python tests/ckpt_worker.py WORKDIR [--step-sleep S] [--hang-in-save STEP] [--backend tf]
                                         [--epochs N] [--file-size-limit BYTES] [--prepared DIR]
 
-N2 (SPEC: MNIST CNN with dropout, so the rng matters) on the first 256 MNIST training images,
+N2 (tutorial A's MNIST CNN with dropout, so the rng matters) on the first 256 MNIST training images,
 batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end.
 With `--prepared DIR` the same images are streamed from a prepared dataset (`prepare_data`).
 Prints `STEP <global step>` after each step (once its checkpoint, if any, has been started);
@@ -33,7 +33,7 @@ STEPS_PER_EPOCH = N_TRAIN // BATCH
 
 
 class N2(nn.Module):
-    """SPEC N2: C32 P Do.25 C64 P Do.25 F D64 Do.5 -> classes (narrowed here to keep tests fast)."""
+    """N2: C32 P Do.25 C64 P Do.25 F D64 Do.5 -> classes (narrowed here to keep tests fast)."""
 
     num_classes: int = 10
     width: int = 8

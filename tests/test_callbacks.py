@@ -14,11 +14,10 @@ import pytest
 
 from jaxcnn.train import (Callback, CSVLogger, EarlyStopping, ReduceLROnPlateau, TensorBoard, Trainer,
                           make_schedule)
+from tests.helpers import Tiny
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from test_losses_metrics import Tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")

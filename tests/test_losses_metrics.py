@@ -1,24 +1,14 @@
 """Your own losses and metrics, sample and class weights, the NaN stop, History: as Keras defines them."""
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn.models.layers import Conv, Dense, flatten, max_pool
 from jaxcnn.train import NonFiniteLossError, Trainer, create_train_state, get_optimizer, make_train_step
 from jaxcnn.train.metrics import AUC, MetricSet
-
-
-class Tiny(nn.Module):
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = max_pool(nn.relu(Conv(4, (3, 3), name="conv")(x)))
-        return Dense(self.num_classes, name="out")(flatten(x))
+from tests.helpers import Tiny
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The small networks (SPEC N1-N9, cifar10_cnn, frame_baseline) against their Keras originals.
+"""The small networks (the tutorials' N1-N9, cifar10_cnn, frame_baseline) against their Keras originals.
 
 Each Keras model is built with tf_keras by `jaxcnn.keras.builders` (the Keras twins export uses
 too), layer names equal to the Flax module names, so `keras_to_flax` can copy its weights;

@@ -4,7 +4,7 @@
     jaxcnn convert-weights vgg16 runs/vgg16_cifar8/vgg16_cifar8_notop.h5 runs/vgg16_cifar8/jaxcnn
     python -m experiments.keras_pretrained.compare_vgg16_transfer [--parts features,keras,jaxcnn,random]
 
-The task is SPEC N11 (tutorial B's head b) on CIFAR-10 cat vs dog, the two classes the base never
+The task is N11 (tutorial B's head b) on CIFAR-10 cat vs dog, the two classes the base never
 saw, at the base's 32x32: Flatten D256 Do.5 ->1 sigmoid, binary CE, RMSprop 2e-5, base frozen,
 100 steps of 32 per epoch (a balanced random 3,200 of the 10,000 training images), 5 epochs,
 then block5 unfrozen and fine-tuned at 1e-5 for 2 more. Test accuracy after every epoch on a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from jaxcnn import export, report
@@ -46,7 +45,7 @@ def _cmd_predict(args) -> int:
 def _cmd_export(args) -> int:
     export.require(args.format)  # before loading anything: a missing runtime is named at once
     predictor = load_predictor(args.workdir, checkpoint=args.checkpoint)
-    path = args.out or os.path.join(args.workdir, "export", export.DEFAULT_NAMES[args.format])
+    path = args.out or RunFolder(args.workdir).export_path(export.DEFAULT_NAMES[args.format])
     export.export(predictor, args.format, path)
     if args.check:
         images, _ = load_test_split(predictor.card, data_dir=args.data_dir, limit=args.check)

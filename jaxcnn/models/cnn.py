@@ -1,7 +1,7 @@
-"""The tutorials' small networks (SPEC N1-N9, plus a CIFAR-10 CNN and a frame baseline for N5).
+"""The tutorials' small networks (the tutorials' N1-N9, plus a CIFAR-10 CNN and a frame baseline for N5).
 
 Pure linen modules with Keras defaults (see `layers`). All take NHWC float inputs (videos:
-[B, T, H, W, C]) and return logits; softmax/sigmoid lives in the loss. `C32` in SPEC includes
+[B, T, H, W, C]) and return logits; softmax/sigmoid lives in the loss. `C32` in the tutorials' notation includes
 the ReLU, so where a BatchNormalization follows (N7) it normalizes the activations, as Keras does.
 Modules are shape-agnostic; `TUTORIAL_INPUT_SHAPES` gives each network's input in its tutorial.
 Parameter names follow Keras' layer roles (conv1, bn1, dense1, lstm, logits) for weight conversion.

@@ -1,4 +1,4 @@
-"""Transfer models (SPEC N10-N12): a Keras-layout conv base with a new head, on any backbone.
+"""Transfer models (N10-N12, tutorials A-C): a Keras-layout conv base with a new head, on any backbone.
 
 Above both backbones (`vgg`, `resnet`), so neither imports the other. The registered variants
 are `functools.partial`s of `TransferModel`, one per (base, head) pair.
@@ -22,7 +22,7 @@ BASES = {"vgg16": VGG16, "resnet50": ResNet50}
 
 
 class TransferHead(nn.Module):
-    """The tutorials' heads on a conv base's feature map (SPEC N10-N12).
+    """The tutorials' heads on a conv base's feature map (N10-N12).
 
     "a": Flatten, Dense 256 ReLU, Dropout .5, Dense num_classes          (N10)
     "b": Flatten, Dense 256 ReLU, Dropout .5, Dense 1 (one binary logit) (N11)

@@ -1,4 +1,4 @@
-"""VGG16 in Keras' layout and layer names (the SPEC N10-N12 transfer models are in `transfer`).
+"""VGG16 in Keras' layout and layer names (the tutorials' N10-N12 transfer models are in `transfer`).
 
 The layer names match `keras.applications.VGG16` and the published weight files
 (`block1_conv1` ... `block5_conv3`, `fc1`, `fc2`, `predictions`), so converted Keras weights

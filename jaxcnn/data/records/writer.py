@@ -30,14 +30,7 @@ from jaxcnn.data.records.manifest import (
     read_manifest,
     sha256_file,
 )
-
-
-def _write_json(path: str, obj) -> None:
-    """Write JSON atomically (a temporary file renamed into place): a reader never sees half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+from jaxcnn.run import write_json
 
 
 def _shard_name(split: str, k: int, n: int) -> str:
@@ -72,7 +65,7 @@ class _Plan:
                 raise DataError(f"{out}: holds an unfinished preparation of other data or options "
                                 f"({plan_path}); give another --out or delete that folder")
         else:
-            _write_json(plan_path, key)
+            write_json(plan_path, key)
 
     def done(self, split: str, k: int) -> dict | None:
         path = os.path.join(self.dir, f"{split}-{k:05d}.json")
@@ -86,7 +79,7 @@ class _Plan:
         return entry
 
     def mark(self, split: str, k: int, entry: dict) -> None:
-        _write_json(os.path.join(self.dir, f"{split}-{k:05d}.json"), entry)
+        write_json(os.path.join(self.dir, f"{split}-{k:05d}.json"), entry)
 
 
 def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: str = "", source: str = "",
@@ -162,7 +155,7 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
     manifest["image_shape"] = list(image_shape)
     manifest["dtype"] = dtype
     manifest["notes"] = notes
-    _write_json(os.path.join(out, MANIFEST), manifest)
+    write_json(os.path.join(out, MANIFEST), manifest)
     return manifest
 
 
