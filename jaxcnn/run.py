@@ -121,6 +121,11 @@ def check_workdir(workdir: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise UsageError(f"{workdir}: the workdir cannot be written ({e.strerror or e})") from None
+    for name in (CHECKPOINTS_DIR, CHECKPOINTS_DIR + FINETUNE_SUFFIX, PARAMS_DIR, TENSORBOARD_DIR, EXPORT_DIR):
+        inside = os.path.join(path, name)
+        if os.path.exists(inside) and not os.path.isdir(inside):
+            raise UsageError(f"{os.path.join(workdir, name)}: exists and is not a directory, where the run "
+                             "writes a folder (move it away or pass another --workdir)")
 
 
 def config_record(config) -> dict:

@@ -192,6 +192,39 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(damage, tmp_path, 
     assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.parametrize("content", ["empty", "loop_only", "checksums_only"])
+def test_an_empty_or_partial_step_folder_is_moved_aside_and_the_run_resumes_from_the_previous(
+        content, reference, tmp_path, capsys):
+    """A numbered folder without its items (a save killed before writing, a folder left by a tool),
+    with or without a checksum record, is damage: moved to corrupt/ with a message, and the run
+    resumes from the newest intact checkpoint (it used to stop on the missing loop/metadata)."""
+    trainer = worker.make_trainer()
+    ckdir = tmp_path / "checkpoints"
+    shutil.copytree(reference / "checkpoints", ckdir)
+    newest = steps_on_disk(reference)[-1]
+    want, _ = checkpoint.CheckpointManager(str(reference / "checkpoints"), create=False).restore(
+        newest, trainer.state)
+    bogus = ckdir / str(newest + 100)
+    bogus.mkdir()
+    if content == "loop_only":
+        shutil.copytree(ckdir / str(newest) / "loop", bogus / "loop")
+    if content == "checksums_only":
+        shutil.copy(ckdir / str(newest) / checkpoint.CHECKSUMS_FILE, bogus)
+    callback = checkpoint.CheckpointCallback(str(ckdir))
+    callback.on_train_begin(trainer)
+    callback.manager.close()
+    assert callback.resumed_from == newest and int(trainer.state.step) == int(want.step)
+    chex.assert_trees_all_equal(trainer.state.params, want.params)
+    assert not bogus.exists() and len(os.listdir(ckdir / "corrupt")) == 1
+    assert f"checkpoint step {newest + 100} is corrupt" in capsys.readouterr().err
+
+
+def test_a_checkpoint_path_that_is_a_file_is_refused_when_the_manager_opens(tmp_path):
+    (tmp_path / "checkpoints").write_text("")
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoints: exists and is not a directory"):
+        checkpoint.CheckpointManager(str(tmp_path / "checkpoints"))
+
+
 def _flip_bit(path, rng):
     data = bytearray(open(path, "rb").read())
     pos, bit = rng.randrange(len(data)), rng.randrange(8)

@@ -164,6 +164,10 @@ def test_workdir_problems_are_usage_errors(tmp_path):
         experiment.check_workdir(str(tmp_path / "f"))
     with pytest.raises(errors.UsageError, match="cannot be written"):
         experiment.check_workdir(str(tmp_path / "f" / "run"))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("")  # refused now, not at the first save
+    with pytest.raises(errors.UsageError, match=r"run/checkpoints: exists and is not a directory"):
+        experiment.check_workdir(str(tmp_path / "run"))
 
 
 def test_rerun_with_another_config_stops_unless_only_epochs_grow(tmp_path):

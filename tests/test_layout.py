@@ -125,8 +125,12 @@ def test_every_module_is_at_most_500_lines():
     assert {m: n for m, n in sizes.items() if n > MAX_LINES} == {}
 
 
-def test_import_jaxcnn_and_its_subpackages_leave_tensorflow_out():
+def test_import_jaxcnn_gives_every_subpackage_on_first_use_and_leaves_tensorflow_out():
     code = ("import sys; sys.modules['tensorflow'] = None\n"
-            "import jaxcnn, jaxcnn.models, jaxcnn.train, jaxcnn.checkpoint, jaxcnn.testing, jaxcnn.keras\n"
+            "import jaxcnn\n"
+            "assert 'jaxcnn.train' not in sys.modules\n"
+            "assert callable(jaxcnn.weights.load_imported) and callable(jaxcnn.train.Trainer)\n"
+            "assert jaxcnn.models.get_model('mnist_cnn') is not None and jaxcnn.testing.assert_trains\n"
+            "assert jaxcnn.data.load_dataset and jaxcnn.keras.from_keras and jaxcnn.checkpoint.load_weights\n"
             "assert 'tensorflow' not in {m for m in sys.modules if sys.modules[m] is not None}\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(PACKAGE))

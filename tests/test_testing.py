@@ -49,10 +49,12 @@ def _fast_compiles():
 
 @pytest.fixture(scope="module")
 def on_8_devices(tmp_path_factory, request):
-    """The worker's results: assert_same_on_devices on 8 fake devices for each model and case."""
+    """The worker's results: assert_same_on_devices on 8 fake devices for the pmap cases, and for
+    each registered model whose `test_model_same_on_8_devices` case was selected (slow tier)."""
     out = tmp_path_factory.mktemp("kit") / "devices.json"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "_testing_worker.py"), str(out),
-                           *sorted(TINY_SHAPES)],
+    names = sorted({item.callspec.params["name"] for item in request.session.items
+                    if getattr(item, "originalname", None) == "test_model_same_on_8_devices"})
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "_testing_worker.py"), str(out), *names],
                           env=_env(), cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(out.read_text())

@@ -5,6 +5,7 @@ import optax
 import pytest
 
 import jaxcnn.train.loop as loop
+from jaxcnn.cli import main as cli_main
 from jaxcnn.models import get_model
 from jaxcnn.train import NonFiniteLossError, Trainer, create_train_state, get_optimizer, make_train_step
 from jaxcnn.train.losses import binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy
@@ -167,3 +168,21 @@ def test_pipeline_road_puts_batches_on_device_ahead_and_bounds_steps_in_flight(m
         state, _ = road.run(state, batch)
         assert len(road._in_flight) <= road.max_in_flight
     assert int(state.step) == 13
+
+
+@pytest.mark.parametrize("road", ["pipeline", "device"])
+def test_a_batch_larger_than_the_data_is_refused_before_training(road):
+    trainer = Trainer(get_model("mnist_cnn"), (28, 28, 1))
+    x, y = np.zeros((20, 28, 28, 1), np.uint8), np.zeros(20, np.int32)
+    with pytest.raises(ValueError, match="fit: 20 examples are fewer than one global batch of 32: lower the batch size"):
+        trainer.fit(x, y, batch_size=32, verbose=0, road=road)
+    assert int(trainer.state.step) == 0
+
+
+def test_the_command_line_refuses_a_batch_larger_than_the_data_in_one_line(tmp_path, data_dir, capsys):
+    argv = ["train", "mnist_cnn", "--batch-size", "1000", "--limit", "500", "--workdir", str(tmp_path / "w"),
+            "--data-dir", data_dir, "--quiet"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "examples are fewer than one global batch of 1000: lower the batch size" in err
+    assert "Traceback" not in err and "division" not in err

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from jaxcnn.checkpoint.diagnostics import DetailLog, formatted, io_error, route_details, say
-from jaxcnn.checkpoint.errors import (CheckpointCorruptError, CheckpointFormatError, CheckpointIOError,
+from jaxcnn.checkpoint.errors import (CheckpointCorruptError, CheckpointError, CheckpointFormatError, CheckpointIOError,
                                       CheckpointMismatchError, CheckpointNotFoundError)
 from jaxcnn.checkpoint.integrity import CHECKSUMS_FILE, Corrupt, verify_checksums, write_checksums
 from jaxcnn.checkpoint.shapes import check_shapes, tree_shapes
@@ -32,6 +32,18 @@ from jaxcnn.checkpoint.weights import restore_params, weights_dir
 
 FORMAT_VERSION = 1  # the `jaxcnn_format` in each checkpoint's loop state; raise it on layout changes
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # a step's folder while Orbax writes it (renamed on commit)
+
+
+# The items every step's folder holds (CheckpointManager.save writes both in one commit).
+ITEMS = ("loop", "state")
+
+
+def _check_complete(step_dir: str) -> None:
+    """`Corrupt` for a step's folder without its items: a save killed before it wrote anything,
+    or a folder left by a tool. Damage like a failed checksum, not an operating-system error."""
+    missing = [item for item in ITEMS if not os.path.isdir(os.path.join(step_dir, item))]
+    if missing:
+        raise Corrupt(f"it holds no {' and no '.join(missing)} (an empty or partial save)")
 
 
 def state_tree(state) -> dict:
@@ -63,6 +75,9 @@ class CheckpointManager:
         self.directory = os.path.abspath(directory)
         if not create and not os.path.isdir(self.directory):
             raise CheckpointNotFoundError(f"{self.directory}: no checkpoint directory")
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise CheckpointError(f"{self.directory}: exists and is not a directory, so it cannot hold "
+                                  "checkpoints (move it away or pass another directory)")
         self.best_metric, self.best_mode = best_metric, best_mode
         policies = [checkpoint_managers.LatestN(max_to_keep)]
         best_fn = None
@@ -259,6 +274,8 @@ class CheckpointManager:
             with self.log.capturing():
                 try:
                     verified = verify_checksums(self._step_dir(step))  # OSError: not damage
+                    if not verified:
+                        _check_complete(self._step_dir(step))
                     restored = self.restore(step, state)
                     if not verified and restored[1].get("checksummed"):
                         raise Corrupt(f"its checksum record {CHECKSUMS_FILE} is missing")

@@ -386,8 +386,9 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
             want = images.shape[1:3]
             bad = np.nonzero(np.any(shapes != np.asarray(want), axis=1))[0]
             if len(bad):
-                raise DataError(f"{names[kept[bad[0]]]}: image size {tuple(shapes[bad[0]])} differs from "
-                                f"{tuple(want)}; pass image_size= to resize")
+                got = tuple(int(v) for v in shapes[bad[0]])  # plain integers in the message
+                raise DataError(f"{names[kept[bad[0]]]}: image size {got} differs from "
+                                f"{tuple(int(v) for v in want)}; pass image_size= to resize")
             image_size = tuple(int(s) for s in want)
         y = np.asarray(labels, np.int32)[kept]
         check_arrays(images, y, len(class_names), f"{path} ({split})")

@@ -235,6 +235,9 @@ class Trainer:
             (x, y), (vx, vy) = split_last(x, y, validation_split)
             validation_data = (vx, vy) if weight is None else (vx, vy, weight[len(x):])
             weight = None if weight is None else weight[: len(x)]
+        if len(x) < batch_size:  # before any step count is divided by
+            raise ValueError(f"fit: {len(x)} examples are fewer than one global batch of {batch_size}: "
+                             "lower the batch size")
         if road is None or isinstance(road, str):
             train_road = make_road(self, x, y, batch_size, road=road or self.default_road, augment=augment,
                                    device_augment=device_augment, steps_per_call=steps_per_call,
