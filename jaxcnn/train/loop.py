@@ -179,7 +179,7 @@ class Trainer:
         self._make_step = make_step
         self.train_step = self.strategy.compile_train_step(self.make_train_step)
         if state is not None:
-            self.state, self.tx = state, state.tx
+            self.state, self.tx = self.strategy.replicate(state), state.tx
         self.learning_rate, self.feed = learning_rate, None
 
     # -- input ---------------------------------------------------------------------------------
