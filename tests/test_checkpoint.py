@@ -219,6 +219,24 @@ def test_an_empty_or_partial_step_folder_is_moved_aside_and_the_run_resumes_from
     assert f"checkpoint step {newest + 100} is corrupt" in capsys.readouterr().err
 
 
+def test_weights_folders_carry_checksums_checked_on_every_load(tmp_path):
+    params = {"conv": {"kernel": np.arange(3 * 3 * 1 * 4, dtype=np.float32).reshape(3, 3, 1, 4),
+                       "bias": np.ones(4, np.float32)}}
+    path = str(tmp_path / "params")
+    checkpoint.save_params(path, params)
+    assert os.path.isfile(os.path.join(path, checkpoint.CHECKSUMS_FILE))
+    chex.assert_trees_all_equal(checkpoint.restore_params(path)["params"], params)
+    data = [f for f in glob.glob(os.path.join(path, "variables", "**"), recursive=True)
+            if os.path.isfile(f) and "/d/" in f]
+    _flip_bit(max(data, key=os.path.getsize), random.Random(3))
+    for load in (checkpoint.restore_params, checkpoint.restore_variables):
+        with pytest.raises(checkpoint.CheckpointCorruptError,
+                           match=r"params: the weights folder is corrupt: variables/.* \(array data\) does not match"):
+            load(path)
+    os.remove(os.path.join(path, checkpoint.CHECKSUMS_FILE))  # a folder from before checksums
+    assert checkpoint.restore_params(path)["params"]["conv"]["kernel"].shape == (3, 3, 1, 4)
+
+
 def test_a_checkpoint_path_that_is_a_file_is_refused_when_the_manager_opens(tmp_path):
     (tmp_path / "checkpoints").write_text("")
     with pytest.raises(checkpoint.CheckpointError, match="checkpoints: exists and is not a directory"):
@@ -383,7 +401,8 @@ def test_one_weights_format_and_the_older_layout_still_loads(reference, sgd_trai
     # save_params and save_variables write one folder format, and each reads the other's.
     checkpoint.save_params(str(tmp_path / "p"), params, stats)
     checkpoint.save_variables(tmp_path / "v", {"params": params}, metadata={"arch": "n2"})
-    assert sorted(os.listdir(tmp_path / "p")) == sorted(os.listdir(tmp_path / "v")) == ["meta.json", "variables"]
+    layout = [checkpoint.CHECKSUMS_FILE, "meta.json", "variables"]
+    assert sorted(os.listdir(tmp_path / "p")) == sorted(os.listdir(tmp_path / "v")) == layout
     assert checkpoint.read_metadata(tmp_path / "v")["arch"] == "n2"
     like = {"params": params, "batch_stats": stats}
     for tree in (checkpoint.restore_variables(tmp_path / "p"), checkpoint.restore_params(str(tmp_path / "v")),
@@ -401,7 +420,7 @@ def test_one_weights_format_and_the_older_layout_still_loads(reference, sgd_trai
         assert checkpoint.load_weights(trainer, str(tmp_path / folder)) is None
         np.testing.assert_array_equal(trainer.predict(ds.x_test), want)
     checkpoint.save_params(str(tmp_path / "old"), params, stats)
-    assert sorted(os.listdir(tmp_path / "old")) == ["meta.json", "variables"]
+    assert sorted(os.listdir(tmp_path / "old")) == layout
     assert store.save_variables is checkpoint.save_variables
 
 

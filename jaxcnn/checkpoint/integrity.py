@@ -65,13 +65,15 @@ def write_checksums(root: str) -> None:
 
 
 def _what(rel: str) -> str:
-    """What a file in a step's folder holds, for messages."""
-    if rel.startswith("state/") and "/d/" in rel:
+    """What a file in a step's (or a weights) folder holds, for messages."""
+    if rel.startswith(("state/", "variables/")) and "/d/" in rel:
         return "array data"
-    if rel.startswith("state/"):
+    if rel.startswith(("state/", "variables/")):
         return "array metadata"
     if rel.startswith("loop/"):
         return "loop state"
+    if rel == "meta.json":
+        return "weights metadata"
     return "checkpoint metadata"
 
 

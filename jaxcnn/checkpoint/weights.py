@@ -5,10 +5,12 @@ Layout of a weights folder:
     variables/    an Orbax checkpoint (StandardCheckpointer) of the Flax variables tree,
                   e.g. {"params", "batch_stats"}; empty collections are not stored
     meta.json     {"format": "jaxcnn-variables-1", "collections": [...], ...metadata}
+    jaxcnn_checksums.json   sha256 of every file above, checked before every restore
 
 `save_variables` / `restore_variables` take any variables tree; `save_params` / `restore_params`
 are the same folder seen as `{"params", "batch_stats"}`. Folders of the older `save_params`
-layout (the Orbax checkpoint at the folder's top, no meta.json) are read too.
+layout (the Orbax checkpoint at the folder's top, no meta.json) and folders written before
+checksums are read too, unverified.
 Whole training runs (optimizer state, position) are checkpoints: see `jaxcnn.checkpoint.manager`.
 """
 
@@ -23,6 +25,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from jaxcnn.checkpoint.errors import CheckpointCorruptError
+from jaxcnn.checkpoint.integrity import Corrupt, verify_checksums, write_checksums
 
 FORMAT = "jaxcnn-variables-1"
 _VARS, _META = "variables", "meta.json"
@@ -83,6 +88,7 @@ def save_variables(path, tree: dict[str, Any], metadata: dict | None = None,
         with open(tmp, "w") as f:
             json.dump({"format": FORMAT, "collections": sorted(tree), **(metadata or {})}, f, indent=1)
         os.replace(tmp, os.path.join(path, _META))
+        write_checksums(path)
     _sync(f"jaxcnn_weights_saved_{path}")
     return path
 
@@ -94,6 +100,15 @@ def read_metadata(path) -> dict:
         return {}
     with open(meta) as f:
         return json.load(f)
+
+
+def _check_bytes(path: str) -> None:
+    """CheckpointCorruptError naming the file when a weights folder's bytes are not what was
+    written (a folder without a checksum record, from before them, passes unverified)."""
+    try:
+        verify_checksums(path)
+    except Corrupt as e:
+        raise CheckpointCorruptError(f"{path}: the weights folder is corrupt: {e}") from None
 
 
 def _restore(src: str, like=None, empties_dropped: bool = True) -> dict[str, Any]:
@@ -123,6 +138,7 @@ def restore_variables(path, like=None) -> dict[str, Any]:
     if src is None:
         raise FileNotFoundError(f"no converted weights at {path} (expected {os.path.join(path, _VARS)}/; "
                                 f"create them with `jaxcnn convert-weights`)")
+    _check_bytes(path)
     return _restore(src, like, empties_dropped=not _older_layout(path))
 
 
@@ -139,4 +155,5 @@ def restore_params(path: str, like=None) -> dict:
     src = weights_dir(path)
     if src is None:
         raise FileNotFoundError(f"{path}: no weights folder (expected {os.path.join(path, _VARS)}/)")
+    _check_bytes(path)
     return _restore(src, like, empties_dropped=not _older_layout(path))
