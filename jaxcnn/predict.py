@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxcnn import checkpoint as ckpt
 from jaxcnn._compat import tqdm
+from jaxcnn.config.checks import CHECKPOINT_CHOICES  # noqa: F401  (the old name here)
 from jaxcnn.data import load_dataset
 from jaxcnn.data.checks import input_shape_problem
 from jaxcnn.data.image_folder import resize_images
@@ -37,7 +38,6 @@ from jaxcnn.train import Trainer
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
-CHECKPOINT_CHOICES = ("auto", "final", "best", "latest")
 ON_ERROR = ("list", "skip", "fail")
 
 
