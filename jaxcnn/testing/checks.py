@@ -17,6 +17,7 @@ import optax
 
 from jaxcnn import parallel
 from jaxcnn.models import get_model
+from jaxcnn.nnx import NnxModel, adapt
 from jaxcnn.testing.data import tiny_dataset
 from jaxcnn.testing.devices import require_devices
 from jaxcnn.train.optim import get_optimizer
@@ -28,11 +29,12 @@ _MAX_LINES = 10  # differing leaves listed in a message before "and N more"
 
 # -- helpers shared by the checks -------------------------------------------------------------------
 def _as_model(model) -> nn.Module:
-    return get_model(model) if isinstance(model, str) else model
+    """A linen module, or an NNX module/class as its linen-like NnxModel (jaxcnn.nnx)."""
+    return get_model(model) if isinstance(model, str) else adapt(model)
 
 
 def _label(model: nn.Module) -> str:
-    return type(model).__name__
+    return model.name if isinstance(model, NnxModel) else type(model).__name__
 
 
 def _variables(params, batch_stats):
@@ -167,7 +169,7 @@ def assert_trains(model, input_shape, loss=None, steps: int = 3, *, batch: dict 
       unchanged, and gives each example the same output whatever else is in its batch.
 
     model: a linen module (or a registered model's name) whose `__call__(x, train)` returns
-    logits [batch, outputs]. loss: a loss name (`jaxcnn.train.LOSSES`); None picks binary
+    logits [batch, outputs], or a `flax.nnx` module (or `jaxcnn.nnx.as_model(...)`). loss: a loss name (`jaxcnn.train.LOSSES`); None picks binary
     cross-entropy for one output, sparse categorical cross-entropy otherwise. batch: a dict
     `{"image", "label"}`; by default `batch_size` synthetic examples with a learnable signal.
     """

@@ -27,6 +27,7 @@ import optax
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
 from jaxcnn.data.pipeline import as_input, validation_split as split_last
+from jaxcnn.nnx import adapt
 from jaxcnn.parallel import get_strategy
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
 from jaxcnn.train.feeds import eval_batches, host_pipeline, make_road
@@ -98,6 +99,7 @@ class Trainer:
                  seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype="auto",
                  data_backend: str = "auto", road: str = "auto", metrics=("accuracy",), state=None,
                  compilation_cache: bool = True):
+        model = adapt(model)  # a flax.nnx module: its linen-like NnxModel (jaxcnn.nnx)
         self.model, self.loss_name, self.seed = model, loss, seed
         self.metrics = MetricSet(metrics)
         self.input_shape = tuple(input_shape)

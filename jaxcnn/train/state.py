@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from jaxcnn.nnx import adapt
+
 
 class TrainState(train_state.TrainState):
     """Flax's TrainState plus `batch_stats` (empty dict when the model has none) and a base rng.
@@ -24,6 +26,7 @@ class TrainState(train_state.TrainState):
 
 def init_variables(model: nn.Module, input_shape, seed: int = 0):
     """Variables of `model` for inputs of `input_shape` (without the batch axis)."""
+    model = adapt(model)  # an nnx.Module: its linen-like NnxModel (jaxcnn.nnx)
     params_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
     return model.init({"params": params_key, "dropout": dropout_key}, dummy, train=False)
@@ -36,6 +39,7 @@ def create_train_state(model: nn.Module, input_shape, tx: optax.GradientTransfor
 
     Built under one `jax.jit`: op-by-op initialization of a large model costs seconds.
     """
+    model = adapt(model)  # an nnx.Module: its linen-like NnxModel (jaxcnn.nnx)
 
     def build(params, batch_stats):
         variables = init_variables(model, input_shape, seed)
