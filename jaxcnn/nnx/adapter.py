@@ -150,7 +150,7 @@ class NnxModel:
         if mutable is False or mutable is None:
             return out
         stats = nnx.state(module, nnx.BatchStat)
-        return out, ({"batch_stats": state_to_dict(stats)} if self.batch_stats.flat_state() else {})
+        return out, ({"batch_stats": state_to_dict(stats)} if nnx.to_flat_state(self.batch_stats) else {})
 
     def clone(self, **changes) -> "NnxModel":
         """A copy with fields replaced (the pmap strategy: `clone(bn_axis_name='data')`)."""
@@ -170,17 +170,17 @@ class NnxModel:
         """A fresh module holding `variables` (e.g. a trained state's): NNX's view of them."""
         params = dict_to_state(self.params, variables.get("params", {}), "params")
         states = [params]
-        if self.batch_stats.flat_state():
+        if nnx.to_flat_state(self.batch_stats):
             states.append(dict_to_state(self.batch_stats, variables.get("batch_stats", {}), "batch_stats"))
         # Fresh RNG variables (created in the current trace: reseed sets them; the template stays).
-        rng = nnx.State.from_flat_path([(p, v.replace(v.get_value())) for p, v in self.rng_state.flat_state()])
+        rng = nnx.from_flat_state([(p, v.replace(v.get_value())) for p, v in nnx.to_flat_state(self.rng_state)])
         module = nnx.merge(self.graphdef, *states, rng)
         set_bn_axis(module, self.bn_axis_name)
         return module
 
     def _variables(self, params, stats) -> dict:
         variables = {"params": state_to_dict(params)}
-        if stats.flat_state():
+        if nnx.to_flat_state(stats):
             variables["batch_stats"] = state_to_dict(stats)
         return variables
 

@@ -28,7 +28,7 @@ def _key(part) -> str:
 def state_to_dict(state: nnx.State) -> dict:
     """A State's values as nested dicts with string keys (the linen layout)."""
     out: dict = {}
-    for path, var in state.flat_state():
+    for path, var in nnx.to_flat_state(state):
         node = out
         for part in path[:-1]:
             node = node.setdefault(_key(part), {})
@@ -52,7 +52,7 @@ def dict_to_state(template: nnx.State, values, what: str = "variables") -> nnx.S
     an error too (a layout mismatch is a wrong model, not something to skip).
     """
     out, missing, wrong = [], [], []
-    for path, var in template.flat_state():
+    for path, var in nnx.to_flat_state(template):
         name = "/".join(map(_key, path))
         try:
             value = _lookup(values, path)
@@ -64,12 +64,12 @@ def dict_to_state(template: nnx.State, values, what: str = "variables") -> nnx.S
             wrong.append(f"{name}: shape {tuple(jnp.shape(value))}, the module has {want}")
             continue
         out.append((path, var.replace(value)))
-    extra = sorted(set(_flat_names(values)) - {"/".join(map(_key, p)) for p, _ in template.flat_state()})
+    extra = sorted(set(_flat_names(values)) - {"/".join(map(_key, p)) for p, _ in nnx.to_flat_state(template)})
     if missing or wrong or extra:
         lines = ([f"{n}: missing" for n in missing] + wrong + [f"{n}: not in the module" for n in extra])
         raise ValueError(f"{what} do not fit the NNX module:\n  " + "\n  ".join(lines[:10])
                          + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""))
-    return nnx.State.from_flat_path(out)
+    return nnx.from_flat_state(out)
 
 
 def _flat_names(tree, prefix="") -> list[str]:
@@ -88,7 +88,7 @@ def split_module(module: nnx.Module):
     step carries only parameters and statistics between steps.
     """
     graphdef, params, stats, rng, rest = nnx.split(module, nnx.Param, nnx.BatchStat, nnx.RngState, ...)
-    others = [(path, type(var).__name__) for path, var in rest.flat_state()]
+    others = [(path, type(var).__name__) for path, var in nnx.to_flat_state(rest)]
     if others:
         listed = ", ".join(f"{'/'.join(map(_key, p))} ({t})" for p, t in others[:5])
         raise TypeError(f"{type(module).__name__}: variables {listed} are neither nnx.Param nor nnx.BatchStat. "
@@ -101,7 +101,7 @@ def variables_of(module: nnx.Module) -> dict[str, Any]:
     """The module's parameters and BatchNorm statistics as linen variables (the arrays themselves)."""
     _, params, stats, _ = split_module(module)
     variables = {"params": state_to_dict(params)}
-    if stats.flat_state():
+    if nnx.to_flat_state(stats):
         variables["batch_stats"] = state_to_dict(stats)
     return variables
 
@@ -114,7 +114,7 @@ def load_variables(module: nnx.Module, variables) -> nnx.Module:
     """
     _, params, stats, _ = split_module(module)
     updates = [dict_to_state(params, variables.get("params", {}), "params")]
-    if stats.flat_state():
+    if nnx.to_flat_state(stats):
         updates.append(dict_to_state(stats, variables.get("batch_stats", {}), "batch_stats"))
     elif variables.get("batch_stats"):
         raise ValueError("batch_stats given, but the NNX module has no nnx.BatchStat variables")
