@@ -192,7 +192,9 @@ def test_spec_rebuilds_the_model(tmp_path):
 # -- the trainer ---------------------------------------------------------------------------------------
 def test_trainer_fits_an_nnx_module_with_batchnorm_and_dropout():
     data = _data()
-    trainer = Trainer(SmallNet(rngs=nnx.Rngs(0)), SHAPE, optimizer="adam", learning_rate=0.01)
+    mine = SmallNet(rngs=nnx.Rngs(0))
+    before = variables_of(mine)
+    trainer = Trainer(mine, SHAPE, optimizer="adam", learning_rate=0.01)
     assert isinstance(trainer.model, NnxModel)
     history = trainer.fit(data["image"], data["label"], epochs=3, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
@@ -203,6 +205,8 @@ def test_trainer_fits_an_nnx_module_with_batchnorm_and_dropout():
     expected = jax.nn.softmax(net(jnp.asarray(data["image"])))
     np.testing.assert_allclose(probs, np.asarray(expected), atol=1e-6)
     assert trainer.evaluate(data["image"], data["label"])["accuracy"] == np.mean(probs.argmax(-1) == data["label"])
+    # The module given stays as it was (the trainer's state is its own copy, donated step by step).
+    assert all(jax.tree.leaves(jax.tree.map(lambda a, b: np.array_equal(a, b), before, variables_of(mine))))
 
 
 def test_checkpoint_resume_mid_epoch_is_bitwise_equal(tmp_path):
@@ -318,6 +322,7 @@ def test_unsynchronized_batchnorm_fails_under_pmap(on_8_devices):
     error = on_8_devices["unsynced/pmap"]["error"]
     assert error.startswith("AssertionError: UnsyncedNet on 8 devices (pmap strategy) differs from 1 device")
     assert "grads['conv']['kernel'] (3, 3, 1, 4): max |diff|" in error and "loss at step 1: " in error
+    assert "jaxcnn synchronizes nnx.BatchNorm layers" in error
     assert on_8_devices["unsynced/warning"] and "norm/mean" in on_8_devices["unsynced/warning"][0]
 
 

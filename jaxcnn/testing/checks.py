@@ -389,6 +389,9 @@ def assert_same_on_devices(model, input_shape, n: int = 8, strategy="jit", loss=
         if stats and isinstance(many, parallel.PmapParallel):
             hint = ("\n(BatchNorm statistics differ under pmap: are they synchronized? The model needs a "
                     "`bn_axis_name` field passed to every BatchNorm's `axis_name`.)")
+        if isinstance(many, parallel.PmapParallel) and isinstance(model, NnxModel) and ref["batch_stats"]:
+            hint = ("\n(NNX model under pmap: jaxcnn synchronizes nnx.BatchNorm layers over the devices; "
+                    "statistics kept by other layers are each device's own. Use nnx.BatchNorm.)")
         raise AssertionError(
             f"{name} on {n} devices ({getattr(many, 'name', type(many).__name__)} strategy) differs from 1 device "
             f"beyond atol={atol:g}, rtol={rtol:g} ({steps} SGD steps, batch {len(batch['image'])}):\n  "
