@@ -109,14 +109,16 @@ def nnx_model(name: str, input_shape=None, seed: int = 0, **kwargs) -> nnx.Modul
     bridge for the rest. `seed` draws the initial parameters (and the dropout stream).
     """
     shape = input_shape_for(name, input_shape)
-    rngs = nnx.Rngs(seed, params=seed, dropout=seed + 1)
     linen = get_model(name, **kwargs)
     if type(linen) in (cnn.MnistCNN, cnn.SpectrogramCNN):
-        return MnistCNN(linen.num_classes, linen.dense_units, linen.conv_dropout, linen.dense_dropout,
-                        input_shape=shape, rngs=rngs)
-    if not isinstance(linen, nn.Module):
+        build = functools.partial(MnistCNN, linen.num_classes, linen.dense_units, linen.conv_dropout,
+                                  linen.dense_dropout, input_shape=shape)
+    elif isinstance(linen, nn.Module):
+        build = functools.partial(Bridge, name, shape, tuple(sorted(kwargs.items())))
+    else:
         raise TypeError(f"model {name!r} is not a linen module ({type(linen).__name__}); nothing to bridge")
-    return Bridge(name, shape, tuple(sorted(kwargs.items())), rngs=rngs)
+    # One compiled program draws every initial value (op by op, N1 alone took seconds of CPU).
+    return nnx.jit(lambda: build(rngs=nnx.Rngs(seed, params=seed, dropout=seed + 1)))()
 
 
 register_api("nnx", nnx_model)
