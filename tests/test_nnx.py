@@ -210,6 +210,7 @@ def test_trainer_fits_an_nnx_module_with_batchnorm_and_dropout():
     expected = jax.nn.softmax(net(jnp.asarray(data["image"])))
     np.testing.assert_allclose(probs, np.asarray(expected), atol=1e-6)
     assert trainer.evaluate(data["image"], data["label"])["accuracy"] == np.mean(probs.argmax(-1) == data["label"])
+    assert "head" in trainer.summary(print_fn=None) and "BatchNorm" in trainer.summary(print_fn=None)
     # The module given stays as it was (the trainer's state is its own copy, donated step by step).
     assert all(jax.tree.leaves(jax.tree.map(lambda a, b: np.array_equal(a, b), before, variables_of(mine))))
 

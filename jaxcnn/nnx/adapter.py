@@ -178,6 +178,13 @@ class NnxModel:
         set_bn_axis(module, self.bn_axis_name)
         return module
 
+    def summary(self, input_shape, depth: int = 1, flops: bool = True) -> str:
+        """NNX's table of the module's layers (`nnx.tabulate`), for `Trainer.summary()`."""
+        module = nnx.merge(self.graphdef, self.params, self.batch_stats, self.rng_state)
+        module.eval()
+        return nnx.tabulate(module, jnp.zeros((1, *input_shape), jnp.float32), depth=depth, compute_flops=flops,
+                            console_kwargs={"no_color": True, "force_terminal": False, "width": 120})
+
     def _variables(self, params, stats) -> dict:
         variables = {"params": state_to_dict(params)}
         if nnx.to_flat_state(stats):

@@ -6,6 +6,9 @@
         assert_trains(MyModel(), (16, 16, 3))                # a few steps lower the loss, one compile
         assert_same_on_devices(MyModel(), (16, 16, 3), n=8)  # 8 devices == 1 device
 
+Both take linen modules and `flax.nnx` modules alike (an NNX module is stepped through
+`jaxcnn.nnx.NnxModel`, as `Trainer` steps it; docs/nnx.md).
+
 - `assert_trains`: a few steps on a tiny batch lower the loss, stay finite, compile once;
   inference ignores dropout and leaves BatchNorm statistics alone.
 - `assert_same_on_devices`: loss, gradients, params and BatchNorm statistics on n devices equal

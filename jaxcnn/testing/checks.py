@@ -344,8 +344,9 @@ def assert_same_on_devices(model, input_shape, n: int = 8, strategy="jit", loss=
 
     strategy: "jit" (sharded jit over the global batch: dropout masks and BatchNorm statistics
     are the global batch's, so any model must match), "pmap" (per-device steps with pmean-ed
-    gradients; BatchNorm must be synchronized through the model's `bn_axis_name`, and dropout
-    must be off, since each device draws its own masks), or a strategy object of
+    gradients; BatchNorm must be synchronized through the model's `bn_axis_name`, or be an
+    nnx.BatchNorm in an NNX model, and dropout must be off, since each device draws its own
+    masks), or a strategy object of
     `jaxcnn.parallel` (its own devices). batch: `{"image", "label"}`, by default `batch_size`
     (2 per device) synthetic examples.
     """

@@ -39,6 +39,8 @@ def summary_rows(model, input_shape, depth: int = 1, flops: bool = True) -> list
 
 def model_summary(model, input_shape, depth: int = 1, flops: bool = True) -> str:
     """The summary as text (a table, then totals as Keras prints them); `flops=False` is faster."""
+    if getattr(model, "api", None) == "nnx":  # a flax.nnx model: NNX's own table (jaxcnn.nnx)
+        return model.summary(input_shape, depth=depth, flops=flops)
     rows = summary_rows(model, input_shape, depth, flops)
     total, layers = rows[0], rows[1:]
     header = ("Layer (type)", "Output Shape", "Param #", "FLOPs")[: 4 if flops else 3]
