@@ -131,8 +131,8 @@ def test_bridge_with_batchnorm_converts_both_ways():
     variables = {**variables, "batch_stats": jax.tree.map(lambda v: v + 0.5, variables["batch_stats"])}
     load_variables(net, variables)
     model = as_model(net)
-    np.testing.assert_allclose(np.asarray(model.apply(variables_of(net), x)),
-                               np.asarray(linen.apply(variables, x)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.jit(model.apply)(variables_of(net), x)),
+                               np.asarray(jax.jit(linen.apply)(variables, x)), atol=1e-6)
     back = variables_of(net)
     chex_equal = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), back, dict(variables))
     assert all(jax.tree.leaves(chex_equal))
@@ -162,8 +162,8 @@ def test_every_registered_network_as_nnx(name):
     variables = init_variables(linen, shape, seed=2)
     load_variables(net, variables)
     x = tiny_dataset("images", 2, shape=shape)["image"]
-    np.testing.assert_allclose(np.asarray(as_model(net).apply(variables_of(net), x)),
-                               np.asarray(linen.apply(variables, x, train=False)), atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(as_model(net).apply)(variables_of(net), x)),
+                               np.asarray(jax.jit(linen.apply)(variables, x)), atol=2e-5, rtol=1e-5)
 
 
 def test_registry_covers_every_network():
