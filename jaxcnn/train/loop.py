@@ -99,7 +99,6 @@ class Trainer:
                  seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype="auto",
                  data_backend: str = "auto", road: str = "auto", metrics=("accuracy",), state=None,
                  compilation_cache: bool = True):
-        model = adapt(model)  # a flax.nnx module: its linen-like NnxModel (jaxcnn.nnx)
         self.model, self.loss_name, self.seed = model, loss, seed
         self.metrics = MetricSet(metrics)
         self.input_shape = tuple(input_shape)
@@ -114,6 +113,7 @@ class Trainer:
         if compilation_cache:  # once per process; JAXCNN_COMPILATION_CACHE=off disables it
             enable_compilation_cache()
         self.compute_dtype, self.data_backend = compute_dtype, data_backend
+        self.model = model = adapt(model)  # a flax.nnx module: its linen-like NnxModel (jaxcnn.nnx)
         self.strategy = get_strategy(strategy)
         if state is None:
             # The strategy may adapt the model (pmap: BatchNorm synchronized over its device axis).
