@@ -27,7 +27,6 @@ import optax
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
 from jaxcnn.data.pipeline import as_input, validation_split as split_last
-from jaxcnn.nnx import adapt
 from jaxcnn.parallel import get_strategy
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
 from jaxcnn.train.feeds import eval_batches, host_pipeline, make_road
@@ -35,7 +34,7 @@ from jaxcnn.train.losses import output_activation
 from jaxcnn.train.metrics import MetricSet
 from jaxcnn.train.optim import default_learning_rate, get_optimizer
 from jaxcnn.train.precision import resolve_compute_dtype
-from jaxcnn.train.state import TrainState, create_train_state
+from jaxcnn.train.state import TrainState, adapt, create_train_state
 from jaxcnn.train.step import make_eval_step, make_train_step, predict_logits
 from jaxcnn.train.summary import model_summary
 
