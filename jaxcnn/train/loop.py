@@ -27,7 +27,7 @@ import optax
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
 from jaxcnn.data.pipeline import as_input, validation_split as split_last
-from jaxcnn.parallel import get_strategy
+from jaxcnn.parallel import auto_initialize, get_strategy
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
 from jaxcnn.train.feeds import eval_batches, host_pipeline, make_road
 from jaxcnn.train.losses import output_activation
@@ -98,6 +98,7 @@ class Trainer:
                  seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype="auto",
                  data_backend: str = "auto", road: str = "auto", metrics=("accuracy",), state=None,
                  compilation_cache: bool = True):
+        auto_initialize()  # under `jaxcnn launch`/srun/mpirun: join the job before JAX starts alone
         self.model, self.loss_name, self.seed = model, loss, seed
         self.metrics = MetricSet(metrics)
         self.input_shape = tuple(input_shape)
