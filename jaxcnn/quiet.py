@@ -154,6 +154,9 @@ def filter_main(read_fd: int = 0, write_fd: int = 1, wait: float = 0.1) -> None:
         *lines, pending = (pending + chunk).split(b"\n")
         _write(write_fd, b"".join(line + b"\n" for line in lines
                                   if not is_noise(line.decode("utf-8", "replace"))))
+        if b"\r" in pending:  # a native progress display: its finished updates go at once
+            done, pending = pending.rsplit(b"\r", 1)
+            _write(write_fd, done + b"\r")
     if pending and not is_noise(pending.decode("utf-8", "replace")):
         _write(write_fd, pending)
 
