@@ -259,15 +259,21 @@ def _cluster_size() -> int | None:
     return len(hosts.split(",")) if hosts else None
 
 
+def _launched() -> bool:
+    """Started as one of a job's processes: by `jaxcnn launch` or a cluster launcher JAX reads."""
+    if os.environ.get("JAXCNN_DISTRIBUTED", "").lower() in _OFF:
+        return False
+    return bool(os.environ.get("JAXCNN_COORDINATOR") or os.environ.get("JAXCNN_NUM_PROCESSES")) or _cluster_detected()
+
+
 def launched_processes() -> int | None:
     """How many processes the launcher of this one started: JAXCNN_NUM_PROCESSES (`jaxcnn launch`),
-    else a detected cluster's count; None when not launched (or JAXCNN_DISTRIBUTED=0)."""
-    if os.environ.get("JAXCNN_DISTRIBUTED", "").lower() in _OFF:
+    else a detected cluster's count; None when not launched, JAXCNN_DISTRIBUTED=0, or only JAX
+    can tell (JAX_COORDINATOR_ADDRESS, JAXCNN_DISTRIBUTED=1)."""
+    if not _launched():
         return None
     n = _env_int("JAXCNN_NUM_PROCESSES")
-    if n is None and _cluster_detected():
-        n = _cluster_size()
-    return n
+    return n if n is not None else _cluster_size()
 
 
 def _backend_started() -> bool:
@@ -317,12 +323,11 @@ def auto_initialize() -> bool:
     """
     if jax.distributed.is_initialized():
         return True
-    expected = launched_processes()
-    if expected is None or expected == 1:
+    if not _launched() or launched_processes() == 1:
         return False
     if _backend_started():
-        if jax.process_count() != expected:
-            raise _too_late(expected)
+        if jax.process_count() == 1:
+            raise _too_late(launched_processes())
         return False  # joined by other means (an already-initialized multi-process runtime)
     return initialize()
 

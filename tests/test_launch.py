@@ -227,6 +227,11 @@ def test_auto_initialize_joins_only_launched_processes_and_names_the_fix(monkeyp
     assert parallel.launched_processes() == 4
     with pytest.raises(parallel.LaunchError, match="launched as one of 4 processes") as info:
         parallel.auto_initialize()
+    for var in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "host0:1234")  # a count only JAX can tell
+    with pytest.raises(parallel.LaunchError, match="launched as one of several processes"):
+        parallel.auto_initialize()
 
     # Uncaught in a script: the one line, as the command line shows errors; JAXCNN_DEBUG: the traceback.
     monkeypatch.delenv("JAXCNN_DEBUG", raising=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -84,10 +83,13 @@ if sys.argv[1] == "abort":
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal as Linux has it")
 @pytest.mark.parametrize("ending", ["exit", "abort"])
 def test_install_filters_descriptor_2_keeps_the_terminal_and_loses_nothing_on_a_crash(ending):
     """A process that installs the filter: noise gone, other native and Python lines shown,
     `sys.stderr` still the terminal; a process that aborts still gets its last native words out."""
+    import pty
+
     master, slave = pty.openpty()
     proc = subprocess.run([sys.executable, "-c", _CHILD.format(noise=NOISE[3]), ending], stderr=slave,
                           stdout=subprocess.PIPE, text=True, timeout=60, cwd=REPO,
