@@ -159,7 +159,6 @@ _DEVICES_SCRIPT = textwrap.dedent("""
     parallel.use_fake_cpu_devices(int(sys.argv[1]))
     import jax
     from jaxcnn.compress import PolynomialDecay, prune, sparsity_report
-    from jaxcnn.testing.data import random_images
     from jaxcnn.train import Trainer, get_optimizer
     from tests.helpers import Tiny
     x = np.random.RandomState(0).rand(128, 28, 28, 1).astype("float32")
