@@ -95,8 +95,9 @@ def require(fmt: str) -> None:
                           f"pip install '{extra}'")
 
 
-def serving_function(predictor):
-    """`f(images) -> probabilities` in JAX: scaling, model and output activation, weights as constants.
+def serving_function(predictor, activation: bool = True):
+    """`f(images) -> probabilities` in JAX: scaling, model and output activation, weights as constants
+    (`activation=False`: the logits).
 
     The convolutions take XLA's form here: with a symbolic batch, `layers.conv_general_dilated`
     keeps `lax.conv_general_dilated`, which every serving runtime has as one op.
@@ -106,6 +107,8 @@ def serving_function(predictor):
 
     def f(images):
         logits = model.apply(variables, card.scale(images), train=False)
+        if not activation:
+            return logits
         if card.output_activation == "sigmoid":
             p = jax.nn.sigmoid(logits).reshape(logits.shape[0])
             return jax.numpy.stack([1.0 - p, p], axis=1)  # the same [n, 2] as Predictor.predict
@@ -123,20 +126,31 @@ def _input_spec(tf, card):
     return tf.TensorSpec([None, *card.input_shape], dtype, name=INPUT_NAME)
 
 
-def export_savedmodel(predictor, path: str) -> str:
+def _tf_activation(tf, card, logits):
+    if card.output_activation == "sigmoid":
+        p = tf.reshape(tf.sigmoid(logits), [-1])
+        return tf.stack([1.0 - p, p], axis=1)
+    return tf.nn.softmax(logits, axis=-1)
+
+
+def export_savedmodel(predictor, path: str, tf_activation: bool = False) -> str:
+    """`tf_activation`: the output activation as a TensorFlow op after the JAX graph, so that the
+    TFLite converter makes it its SOFTMAX/LOGISTIC builtin, which has an int8 kernel (JAX's
+    exp/sum/div, quantized to int8, can divide by a zero sum)."""
     from jax.experimental import jax2tf
 
     tf = _tf()
     card = predictor.card
     poly = "(b, " + ", ".join(str(d) for d in card.input_shape) + ")"
     # Lowered for every serving platform, not only the one exporting (a GPU host's export runs on CPU).
-    converted = jax2tf.convert(serving_function(predictor), polymorphic_shapes=[poly], with_gradient=False,
-                               native_serialization_platforms=SERVING_PLATFORMS)
+    converted = jax2tf.convert(serving_function(predictor, activation=not tf_activation), polymorphic_shapes=[poly],
+                               with_gradient=False, native_serialization_platforms=SERVING_PLATFORMS)
     module = tf.Module()
 
     @tf.function(autograph=False, input_signature=[_input_spec(tf, card)])
     def serve(image):
-        return {OUTPUT_NAME: converted(image)}
+        out = converted(image)
+        return {OUTPUT_NAME: _tf_activation(tf, card, out) if tf_activation else out}
 
     module.serve = serve
     module.class_names = tf.constant(list(card.class_names))  # kept beside the graph for servers
@@ -147,7 +161,7 @@ def export_savedmodel(predictor, path: str) -> str:
 def export_tflite(predictor, path: str, quantize: str | None = None, representative=None) -> str:
     tf = _tf()
     with tempfile.TemporaryDirectory() as tmp:
-        saved = export_savedmodel(predictor, os.path.join(tmp, "savedmodel"))
+        saved = export_savedmodel(predictor, os.path.join(tmp, "savedmodel"), tf_activation=bool(quantize))
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize:

@@ -97,7 +97,6 @@ def test_qat_model_quantizes_convolutions_and_dense_layers_with_straight_through
 
 
 @pytest.fixture(scope="module")
-@needs_qwix
 def trained_run(tmp_path_factory, data_dir):
     """A small N1 run, pruned to 50% and trained with int8 QAT, through the command line."""
     from jaxcnn.cli import main
@@ -110,6 +109,7 @@ def trained_run(tmp_path_factory, data_dir):
 
 
 @pytest.mark.slow
+@needs_qwix
 def test_fit_options_prune_and_qat_reach_the_metrics(trained_run):
     m = json.load(open(os.path.join(trained_run, "metrics.json")))
     assert m["prune"] == "0.5" and m["quantize"] == "int8"
@@ -119,6 +119,7 @@ def test_fit_options_prune_and_qat_reach_the_metrics(trained_run):
 
 
 @pytest.mark.slow
+@needs_qwix
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_post_training_int8_and_dynamic_exports_agree_in_their_runtimes(fmt, trained_run, data_dir, tmp_path):
     from jaxcnn.cli.serve import load_train_sample
@@ -149,6 +150,7 @@ def test_post_training_int8_and_dynamic_exports_agree_in_their_runtimes(fmt, tra
 
 
 @pytest.mark.slow
+@needs_qwix
 def test_export_command_quantizes_and_names_agreement(trained_run, data_dir, capsys):
     from jaxcnn.cli import main
 
