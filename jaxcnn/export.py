@@ -328,6 +328,8 @@ def export(predictor, fmt: str, path: str, quantize: str | None = None, represen
     (full integer, calibrated on `representative` images) or "dynamic", for tflite and onnx."""
     require(fmt)
     require_quantize(fmt, quantize)
+    if quantize == "int8":
+        _representative_batches(predictor, representative)  # refused before any conversion
     if quantize:
         return _EXPORTERS[fmt](predictor, path, quantize=quantize, representative=representative)
     return _EXPORTERS[fmt](predictor, path)

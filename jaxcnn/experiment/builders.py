@@ -78,6 +78,9 @@ def build_trainer(config: ExperimentConfig, input_shape, num_classes: int, varia
     optimizer in magnitude pruning over that many steps, `config.quantize` trains the model with
     int8 fake quantization (jaxcnn.compress).
     """
+    if config.speedrun is not None and (config.prune or config.quantize):
+        raise UsageError(f"{config.name}: --prune and --quantize apply to Trainer.fit runs, not to the speedrun "
+                         "recipe (which builds its own optimizer); drop one of them")
     model = get_model(config.model, **model_kwargs(config, num_classes))
     if config.quantize:
         model = qat_model(model, config.quantize)
