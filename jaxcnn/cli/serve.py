@@ -50,10 +50,13 @@ def _cmd_export(args) -> int:
     export.require_quantize(args.format, args.quantize)
     predictor = load_predictor(args.workdir, checkpoint=args.checkpoint)
     path = args.out or RunFolder(args.workdir).export_path(_default_name(args.format, args.quantize))
-    representative = None
-    if args.quantize == "int8":  # activation ranges calibrated on the run's own training images
-        representative = load_train_sample(predictor.card, data_dir=args.data_dir, limit=args.calibration)
-    export.export(predictor, args.format, path, quantize=args.quantize, representative=representative)
+    if args.quantize:
+        representative = None
+        if args.quantize == "int8":  # activation ranges calibrated on the run's own training images
+            representative = load_train_sample(predictor.card, data_dir=args.data_dir, limit=args.calibration)
+        export.export(predictor, args.format, path, quantize=args.quantize, representative=representative)
+    else:
+        export.export(predictor, args.format, path)
     if args.check and args.quantize:
         images, labels = load_test_split(predictor.card, data_dir=args.data_dir, limit=args.check)
         r = export.check_quantized(predictor, args.format, path, images, labels)
