@@ -251,24 +251,31 @@ class _KerasScaled:
 
 
 def plot(rows, path):
+    """Accuracy against gzip-compressed size; one point per model (float once per library)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r in rows:
+    shown = [r for r in rows if not r["variant"].startswith("float (") and r["variant"] != "dynamic-range PTQ"
+             and not (r["variant"] == "float" and r["runtime"] == "tflite")]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for i, r in enumerate(shown):
         size = r["size_gzip_bytes"] / 1024
-        marker = {"jax": "o", "tflite": "s", "keras": "^"}[r["runtime"]]
-        color = "tab:orange" if r.get("by") == "keras" else "tab:blue"
-        ax.scatter(size, r["test_accuracy"], marker=marker, color=color)
-        ax.annotate(f"{r['variant']} ({r['runtime']})" if r.get("by") != "keras" else f"keras {r['variant']} "
-                    f"({r['runtime']})", (size, r["test_accuracy"]), fontsize=7, xytext=(4, 2),
-                    textcoords="offset points")
+        keras = r.get("by") == "keras"
+        ax.scatter(size, r["test_accuracy"], marker="^" if keras else ("s" if r["runtime"] == "tflite" else "o"),
+                   color="tab:orange" if keras else "tab:blue", zorder=3)
+        label = ("Keras " if keras else "") + r["variant"] + (" .tflite" if r["runtime"] == "tflite" else "")
+        ax.annotate(label, (size, r["test_accuracy"]), fontsize=7, textcoords="offset points",
+                    xytext=(5, -9 if keras else 3), ha="left")
     ax.set_xscale("log")
-    ax.set_xlabel("size, gzip-compressed (KiB, log scale): weights (npz) or .tflite file")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([50, 100, 200, 450])
+    ax.set_xlabel("size gzip-compressed, KiB (log): weights as npz, or the .tflite file")
     ax.set_ylabel("test accuracy (MNIST, 10,000 images)")
-    ax.set_title("N1 on MNIST: accuracy against size (blue: jaxcnn, orange: Keras/tfmot)")
+    ax.set_title("N1 on MNIST: accuracy against size (blue jaxcnn, orange Keras/tfmot)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -282,7 +289,13 @@ def main(argv=None):
     p.add_argument("--no-keras", action="store_true")
     p.add_argument("--out")
     p.add_argument("--plot")
+    p.add_argument("--replot", metavar="JSON", help="only draw --plot from an earlier run's results")
     args = p.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            saved = json.load(f)
+        plot(saved["jaxcnn"] + saved["keras"], args.plot)
+        return
     ds = load_dataset("mnist", data_dir=args.data_dir)
     if args.limit:
         ds = ds.take(args.limit, args.limit)

@@ -213,3 +213,47 @@ def test_schedules_and_masks_match_tfmot():
                                     block_size=(1, 1), block_pooling_type="AVG")
         _, mask = impl._update_mask(tf.constant(w))
         np.testing.assert_array_equal(np.asarray(magnitude_mask(jnp.asarray(w), sparsity)), mask.numpy() > 0)
+
+
+class _Stop(Exception):
+    pass
+
+
+class _KillAt:
+    """Raises at the end of global step `step`, as a killed process would stop there."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, epoch, step):
+        if trainer.global_step >= self.step:
+            raise _Stop
+
+
+@pytest.mark.slow
+def test_trainer_resumed_from_a_checkpoint_mid_pruning_is_bitwise(tmp_path):
+    """Trainer.fit with CheckpointCallback: stopped after step 7 (checkpoint at 6, mid-schedule),
+    rerun with the same command, it ends with the uninterrupted run's params and masks, bitwise."""
+    from jaxcnn.train import CheckpointCallback, Trainer, get_optimizer
+    from tests.helpers import Tiny
+
+    rs = np.random.RandomState(0)
+    x, y = rs.rand(96, 28, 28, 1).astype("float32"), rs.randint(0, 10, 96)
+    sched = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10, frequency=2)
+
+    def run(directory, extra=()):
+        t = Trainer(Tiny(), (28, 28, 1), optimizer=lambda lr: prune(get_optimizer("adam", lr), sched), seed=0)
+        ckpt = CheckpointCallback(str(directory), every_n_steps=3, verbose=False, best_metric=None,
+                                  async_save=False)
+        t.fit(x, y, epochs=3, batch_size=16, verbose=0, road="pipeline", callbacks=[ckpt, *extra])
+        return t, ckpt
+
+    want, _ = run(tmp_path / "reference")
+    with pytest.raises(_Stop):
+        run(tmp_path / "killed", [_KillAt(7)])
+    got, ckpt = run(tmp_path / "killed")
+    assert ckpt.resumed_from == 6
+    state, ref = jax.device_get(got.state), jax.device_get(want.state)
+    jax.tree.map(np.testing.assert_array_equal, state.params, ref.params)
+    jax.tree.map(np.testing.assert_array_equal, state.opt_state, ref.opt_state)
+    assert sparsity_report(state.params)["kernel_sparsity"] == pytest.approx(0.8, abs=0.01)
