@@ -21,9 +21,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _params(seed=0):
-    k = jax.random.split(jax.random.PRNGKey(seed), 3)
-    return {"conv": {"kernel": jax.random.normal(k[0], (3, 3, 4, 8)), "bias": jnp.ones(8)},
-            "dense": {"kernel": jax.random.normal(k[1], (32, 10)), "bias": jax.random.normal(k[2], (10,))}}
+    rs = np.random.RandomState(seed)  # numpy: eager jax.random costs seconds of compiles
+    n = lambda *shape: jnp.asarray(rs.randn(*shape).astype(np.float32))  # noqa: E731
+    return {"conv": {"kernel": n(3, 3, 4, 8), "bias": jnp.ones(8)},
+            "dense": {"kernel": n(32, 10), "bias": n(10)}}
 
 
 def test_schedules_follow_tfmot_formulas():
@@ -42,6 +43,7 @@ def test_schedules_follow_tfmot_formulas():
         PolynomialDecay(0.0, 0.5, begin_step=10, end_step=10)
 
 
+@pytest.mark.slow
 def test_masks_layer_global_and_n_of_m():
     w = jnp.arange(1.0, 21.0).reshape(4, 5) * jnp.where(jnp.arange(20).reshape(4, 5) % 2, -1, 1)
     params = _params()
@@ -86,27 +88,35 @@ def _train(tx, params, steps, start=0, state=None):
     return params, state
 
 
-def test_transformation_prunes_on_schedule_and_keeps_inner_updates_bitwise():
+def test_transformation_prunes_on_schedule_to_exact_zeros():
     params = _params()
     tx = prune(optax.adam(1e-2), PolynomialDecay(0.0, 0.8, begin_step=2, end_step=8, frequency=2))
-    # Before the first pruning turn, the inner optimizer's values (up to XLA fusing another program).
-    plain, _ = _train(optax.adam(1e-2), params, 2)
-    pruned, _ = _train(tx, params, 2)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), pruned, plain)
     out, state = _train(tx, params, 12)
     report = sparsity_report(out)
     assert report["kernel_sparsity"] == pytest.approx(0.8, abs=0.01)
-    assert float(out["conv"]["bias"].min()) != 0.0  # biases are not pruned
+    assert float(jnp.abs(out["conv"]["bias"]).min()) != 0.0  # biases are not pruned
     masks = find_prune_state(state).masks
     for name in ("conv", "dense"):
         k, m = np.asarray(out[name]["kernel"]), np.asarray(masks[name]["kernel"])
         assert (k[~m] == 0).all() and (k[m] != 0).all()
     assert int(find_prune_state(state).count) == 12
     jax.tree.map(np.testing.assert_array_equal, strip(out, state), out)  # already zero where pruned
+
+
+@pytest.mark.slow
+def test_kept_weights_follow_the_inner_optimizer_and_wrapped_states_are_found():
+    params = _params()
+    tx = prune(optax.adam(1e-2), PolynomialDecay(0.0, 0.8, begin_step=2, end_step=8, frequency=2))
+    # Before the first pruning turn, the inner optimizer's values (up to XLA fusing another program).
+    plain, _ = _train(optax.adam(1e-2), params, 2)
+    pruned, _ = _train(tx, params, 2)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), pruned, plain)
     # Wrapped in another transformation, the state is still found and stripped.
     chained = optax.chain(optax.clip_by_global_norm(1.0), tx)
-    _, cstate = _train(chained, params, 3)
-    assert find_prune_state(cstate) is not None and strip({"x": 1}, optax.adam(1e-3).init({"x": 1.0})) == {"x": 1}
+    out, cstate = _train(chained, params, 5)
+    assert find_prune_state(cstate) is not None
+    jax.tree.map(np.testing.assert_array_equal, strip(out, cstate), out)
+    assert strip({"x": 1}, optax.adam(1e-3).init({"x": 1.0})) == {"x": 1}
 
 
 @pytest.mark.slow
