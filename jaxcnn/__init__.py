@@ -13,7 +13,7 @@ import importlib
 __version__ = "0.1.0"
 
 # Loaded on first attribute access (PEP 562), each exactly as `import jaxcnn.NAME` would.
-_SUBMODULES = ("checkpoint", "cli", "config", "data", "experiment", "export", "keras", "models", "parallel",
+_SUBMODULES = ("checkpoint", "cli", "compress", "config", "data", "experiment", "export", "keras", "models", "parallel",
                "predict", "report", "run", "testing", "train", "transfer", "viz", "weights")
 __all__ = ["__version__", *_SUBMODULES]
 
