@@ -194,7 +194,8 @@ def _class_path(cls) -> str:
         return f"{cls.__module__}:{cls.__qualname__}"  # found again through `model_path` if need be
     path = getattr(importlib.import_module(cls.__module__), "__file__", None)
     if path is None:
-        raise UsageError(f"{cls.__qualname__}: defined in {cls.__module__}, which has no file to load it from")
+        raise UsageError(f"{cls.__qualname__}: defined in {cls.__module__} (e.g. a notebook), which has no file "
+                         "to load it from in another process; move the class into a .py file and import it")
     return f"{os.path.abspath(path)}:{cls.__qualname__}"
 
 
