@@ -222,7 +222,7 @@ def import_root(name: str) -> str:
 
 def _find_module(name: str, model_path: str) -> None:
     """Put `model_path` on sys.path when the module of import path `name` is not importable here."""
-    if model_path and is_import_path(name) and not name.rpartition(":")[0].endswith(".py"):
+    if model_path and ":" in name:  # recorded for `module.path:Name` only (import_root)
         top = name.split(":")[0].split(".")[0]
         if importlib.util.find_spec(top) is None and os.path.isdir(model_path):
             sys.path.append(model_path)

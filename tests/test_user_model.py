@@ -15,6 +15,7 @@ import sys
 import textwrap
 import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -22,7 +23,7 @@ import jaxcnn
 from jaxcnn.data import checks
 from jaxcnn.errors import UsageError
 from jaxcnn.keras.graph import scales_own_inputs
-from jaxcnn.model_card import build_model, model_reference, read_card
+from jaxcnn.model_card import build_model, make_card, model_reference, read_card
 from jaxcnn.models.registry import resolve_import_path
 from jaxcnn.train import Trainer
 
@@ -113,6 +114,21 @@ def test_a_model_that_scales_its_own_pixels_gets_them_raw(tiny_file, monkeypatch
         plain.predict(x.astype(np.float32))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("road", ["pipeline", "device"])
+def test_both_roads_train_a_raw_pixel_model_on_pixels_scaled_once(tiny_file, road):
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 256, (32, 4, 4, 1)).astype(np.uint8), rng.integers(0, 3, 32)
+    plain = Trainer(resolve_import_path(f"{tiny_file}:Tiny")(), (4, 4, 1), optimizer="adam")
+    raw = Trainer(resolve_import_path(f"{tiny_file}:RawTiny")(), (4, 4, 1), optimizer="adam",
+                  params=plain.state.params)
+    for trainer in (plain, raw):
+        trainer.fit(x, y, epochs=2, batch_size=8, verbose=0, road=road)
+    assert raw.road == road
+    for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(raw.state.params)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_what_cannot_be_rebuilt_is_refused_with_the_fix(tiny_file):
     module = resolve_import_path(f"{tiny_file}:WithFunction")
     assert model_reference(module())[1] == {}  # a function at its default is not recorded
@@ -128,6 +144,22 @@ def test_what_cannot_be_rebuilt_is_refused_with_the_fix(tiny_file):
         model_reference(Local())
     with pytest.raises(KeyError, match="has no 'Nope'"):
         resolve_import_path(f"{tiny_file}:Nope")
+
+
+def test_a_package_off_sys_path_is_found_through_the_cards_model_path(tmp_path, monkeypatch):
+    package = f"userpkg_{os.getpid()}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "models.py").write_text(TINY)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    card = make_card(model=f"{package}.models:Tiny", model_kwargs={"units": 2}, input_shape=(4, 4, 1),
+                     input_dtype="uint8", class_names="abc", loss="sparse_categorical_crossentropy")
+    assert card.model_path == str(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    for name in [m for m in sys.modules if m.startswith(package)]:
+        monkeypatch.delitem(sys.modules, name)
+    model = card.build_model()  # as in a process started elsewhere
+    assert type(model).__name__ == "Tiny" and model.units == 2
 
 
 def test_nnx_cards_need_jaxcnn_nnx():
