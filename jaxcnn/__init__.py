@@ -19,7 +19,7 @@ _SUBMODULES = ("checkpoint", "cli", "config", "data", "experiment", "export", "k
                "predict", "report", "run", "testing", "train", "transfer", "viz", "weights")
 # Functions loaded with their module on first use: name -> module.
 _FUNCTIONS = {"load": "jaxcnn.predict"}
-__all__ = ["__version__", *_SUBMODULES, *_FUNCTIONS]
+__all__ = ["__version__", *_SUBMODULES, "load"]
 
 
 def __getattr__(name: str):

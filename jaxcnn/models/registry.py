@@ -147,11 +147,12 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 
 def _remember(model, name: str, kwargs: dict) -> None:
+    key = id(model)
     try:
-        ref = weakref.ref(model, lambda _, key=id(model): _ORIGINS.pop(key, None))
+        ref = weakref.ref(model, lambda _: _ORIGINS.pop(key, None))
     except TypeError:  # not weak-referenceable: no origin kept
         return
-    _ORIGINS[id(model)] = (ref, name, dict(kwargs))
+    _ORIGINS[key] = (ref, name, dict(kwargs))
 
 
 def model_origin(model) -> tuple[str, dict] | None:
