@@ -1,15 +1,23 @@
-"""`jaxcnn predict`, `jaxcnn export` and `jaxcnn evaluate`: using a trained run's folder."""
+"""`jaxcnn predict`, `jaxcnn export` and `jaxcnn evaluate`: using a trained run's folder.
+
+Any run folder: an experiment's, or one that a user's Trainer wrote (`trainer.save(WORKDIR)`,
+`fit(..., workdir=WORKDIR)`), whose model card names the module to rebuild (jaxcnn.model_card).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
+
+import numpy as np
 
 from jaxcnn import export, report
 from jaxcnn.config.checks import checkpoint_choice, non_negative_int, positive_int
 from jaxcnn.data import load_dataset
 from jaxcnn.data.image_folder import resize_images
+from jaxcnn.errors import UsageError
 from jaxcnn.parallel import setup
 from jaxcnn.predict import load_predictor, load_test_split, unusable_files, write_csv
 from jaxcnn.run import RunFolder
@@ -93,13 +101,20 @@ def _cmd_evaluate(args) -> int:
     setup(fake_devices=args.fake_devices)
     predictor = load_predictor(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
     card = predictor.card
+    if args.dataset:
+        card = dataclasses.replace(card, dataset=args.dataset)
+    if not card.dataset:
+        raise UsageError(f"{args.workdir}: the run records no dataset to test on; pass --dataset NAME "
+                         "(or save it with trainer.save(WORKDIR, dataset=NAME))")
     x, y = load_test_split(card, data_dir=args.data_dir, limit=args.limit)
-    metrics = report.write_report(args.workdir, predictor.predict(x), y, x, card.class_names,
-                                  title=card.experiment or card.model)
+    probs = predictor.predict(x)
+    metrics = report.write_report(args.workdir, probs, y, x, card.class_names, title=card.experiment or card.model)
+    true = np.clip(probs[np.arange(len(y)), np.asarray(y, np.int64).reshape(-1)], 1e-12, 1.0)
+    metrics["report_loss"] = float(-np.mean(np.log(true.astype(np.float64))))  # cross-entropy of the outputs
     RunFolder(args.workdir).update_metrics({**metrics, "report_checkpoint": args.checkpoint,
                                             "report_weights": predictor.source})
-    print(f"{args.workdir}: accuracy {metrics['report_accuracy']:.4f} on {metrics['report_examples']} test "
-          "examples; per-class metrics in metrics.json, confusion.png, errors.png")
+    print(f"{args.workdir}: accuracy {metrics['report_accuracy']:.4f}, loss {metrics['report_loss']:.4f} on "
+          f"{metrics['report_examples']} test examples; per-class metrics in metrics.json, confusion.png, errors.png")
     return 0
 
 
@@ -146,6 +161,7 @@ def add_parsers(sub) -> None:
                                    "confusion.png and errors.png.")
     p.add_argument("workdir", help="the run's folder")
     p.add_argument("--data-dir", help="folder holding the datasets (default: $JAXCNN_DATA_DIR)")
+    p.add_argument("--dataset", metavar="NAME", help="the dataset whose test split to use (default: the run's)")
     p.add_argument("--limit", type=positive_int, help="only N test examples, spread over the classes")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--fake-devices", type=positive_int, metavar="K", help="run on K fake CPU devices")
