@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from jaxcnn.compress.spec import prune_spec_problem, quantize_problem
 from jaxcnn.errors import UsageError
 
 CHECKPOINT_CHOICES = ("auto", "final", "best", "latest")
@@ -78,6 +79,7 @@ FIELD_CHECKS: dict[str, Callable] = {
     "strategy": one_of(None, "jit", "pmap"),
     "checkpoint_best_mode": one_of("min", "max"),
     "resize": image_size,
+    "prune": prune_spec_problem, "quantize": quantize_problem,
 }
 
 

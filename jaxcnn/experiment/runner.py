@@ -18,6 +18,7 @@ import numpy as np
 from jaxcnn import checkpoint, report, viz
 from jaxcnn.config import ExperimentConfig, add_flags, apply_flags, validate_config
 from jaxcnn.errors import debug_requested, guard
+from jaxcnn.compress.summary import compression_metrics
 from jaxcnn.experiment.builders import (build_trainer, callbacks, checkpoint_callback, data_source, load_data,
                                         model_card, steps_per_epoch)
 from jaxcnn.experiment.extras import EXTRAS
@@ -92,6 +93,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int | st
         "finetune": config.finetune,
         "best_checkpoint": ckpt.best,  # {"step", "epoch", "value", "metric"}: load_weights(step="best")
         **extra,
+        **compression_metrics(config, trainer.state.params, test["accuracy"]),
     }
     for name in config.extras:
         metrics.update(EXTRAS[name](trainer, ds, config, workdir) or {})

@@ -13,13 +13,13 @@ See docs/nnx.md.
 """
 
 from jaxcnn.nnx.adapter import NnxModel, reseed
-from jaxcnn.nnx.build import adapt, as_model, class_path, fields_of, from_spec, import_object
+from jaxcnn.nnx.build import adapt, as_model, class_path, fields_of, from_spec, model_reference
 from jaxcnn.nnx.convert import load_variables, variables_of
 from jaxcnn.nnx.models import Bridge, MnistCNN, nnx_model
 
 __all__ = [
     "Bridge", "MnistCNN", "NnxModel", "adapt", "as_model", "class_path", "fields_of", "from_spec",
-    "import_object", "load_variables", "nnx_model", "reseed", "trained_module", "variables_of",
+    "load_variables", "model_reference", "nnx_model", "reseed", "trained_module", "variables_of",
 ]
 
 

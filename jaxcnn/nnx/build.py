@@ -4,19 +4,20 @@
     as_model(MyNet, num_classes=10)                # a class + fields: built in init from the seed
     as_model("my_pkg.models:MyNet", num_classes=10) or as_model("path/to/net.py:MyNet", ...)
     as_model("mnist_cnn")                          # a registered network (get_model(api="nnx"))
-    from_spec(model.spec)                          # what a run folder's card records
+    model_reference(model)                         # (name, kwargs): what a run folder's card records
 
-`spec` is `{"api": "nnx", "class": "pkg.mod:Class", "kwargs": {...}}`: enough to build the
-model again in a fresh process (its values then come from the checkpoint). For an instance the
-fields are read back from same-named attributes of the module (`self.num_classes = num_classes`);
-when a required one is not stored, `kwargs` is None and `as_model(Class, **fields)` is the way.
+The spec (`NnxModel.spec`) is the model card's own fields, `{"api": "nnx", "model": NAME,
+"model_kwargs": {...}}`, where NAME is a registered name or an import path: the card rebuilds it
+with `get_model(NAME, api="nnx", **model_kwargs)` (then the checkpoint gives the values). A module
+built by `get_model` keeps its name and arguments; any other instance is named by its class, with
+the fields read back from same-named attributes (`self.num_classes = num_classes`); when a
+required one is not stored, the spec's `model_kwargs` is None and `as_model(Class, **fields)` is
+the way.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import inspect
 import os
 import sys
@@ -24,41 +25,18 @@ import sys
 import flax.linen as nn
 from flax import nnx
 
-from jaxcnn.models.registry import get_model
+from jaxcnn.models.registry import get_model, is_import_path, model_origin, resolve_import_path
 from jaxcnn.nnx.adapter import NnxModel
 
 _JSON = (bool, int, float, str, type(None))
 
 
-def import_object(path: str):
-    """`pkg.module:Name` or `path/to/file.py:Name` -> the object (a file is loaded as a module once)."""
-    where, sep, attr = path.rpartition(":")
-    if not sep or not where or not attr:
-        raise ValueError(f"an import path is 'pkg.module:Name' or 'path/to/file.py:Name', got {path!r}")
-    if where.endswith(".py"):
-        if not os.path.isfile(where):
-            raise FileNotFoundError(f"{path!r}: no file {where}")
-        name = "jaxcnn_user_" + os.path.splitext(os.path.basename(where))[0]
-        module = sys.modules.get(name)
-        if module is None or getattr(module, "__file__", None) != os.path.abspath(where):
-            spec = importlib.util.spec_from_file_location(name, os.path.abspath(where))
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(where)
-    obj = module
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def class_path(cls) -> str:
-    """`module:QualName` of a class; a class defined in a script file gives that file's path."""
-    module = sys.modules.get(cls.__module__)
-    file = getattr(module, "__file__", None)
-    if cls.__module__ in ("__main__",) or cls.__module__.startswith("jaxcnn_user_"):
-        return f"{os.path.abspath(file)}:{cls.__qualname__}" if file else f"{cls.__module__}:{cls.__qualname__}"
+    """`module:QualName` of a class; one defined in a script or a loaded file: `/abs/file.py:QualName`."""
+    if cls.__module__ == "__main__" or cls.__module__.startswith("_jaxcnn_user_"):
+        file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if file:
+            return f"{os.path.abspath(file)}:{cls.__qualname__}"
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
@@ -85,8 +63,15 @@ def fields_of(module: nnx.Module) -> dict | None:
     return fields
 
 
-def _spec(cls, kwargs) -> dict:
-    return {"api": "nnx", "class": class_path(cls), "kwargs": kwargs}
+def _spec(name: str, kwargs) -> dict:
+    return {"api": "nnx", "model": name, "model_kwargs": kwargs}
+
+
+def _instance_spec(module: nnx.Module) -> dict:
+    origin = model_origin(module)
+    if origin is not None:  # built by get_model(NAME, api="nnx", **kwargs)
+        return _spec(*origin)
+    return _spec(class_path(type(module)), fields_of(module))
 
 
 def as_model(model, **kwargs) -> NnxModel:
@@ -101,8 +86,10 @@ def as_model(model, **kwargs) -> NnxModel:
             raise TypeError("as_model(NnxModel) takes no fields")
         return model
     if isinstance(model, str):
-        if ":" in model:
-            return as_model(import_object(model), **kwargs)
+        if is_import_path(model):
+            obj = resolve_import_path(model)
+            if isinstance(obj, type) and issubclass(obj, nnx.Module):
+                return as_model(obj, **kwargs)
         return as_model(get_model(model, api="nnx", **kwargs))
     if isinstance(model, nn.Module):
         raise TypeError(f"{type(model).__name__} is a linen module: give it to Trainer as it is "
@@ -110,12 +97,11 @@ def as_model(model, **kwargs) -> NnxModel:
     if isinstance(model, nnx.Module):
         if kwargs:
             raise TypeError(f"as_model({type(model).__name__} instance) takes no fields: it is built already")
-        fields = fields_of(model)
-        return NnxModel.from_module(model, spec=_spec(type(model), fields))
+        return NnxModel.from_module(model, spec=_instance_spec(model))
     if isinstance(model, type) and issubclass(model, nnx.Module):
         factory = functools.partial(_build, model, kwargs)
         template = nnx.eval_shape(lambda: factory(nnx.Rngs(0)))
-        return NnxModel.from_module(template, spec=_spec(model, dict(kwargs)), factory=factory)
+        return NnxModel.from_module(template, spec=_spec(class_path(model), dict(kwargs)), factory=factory)
     raise TypeError(f"as_model takes an nnx.Module, its class, 'pkg.mod:Class' or a registered name; "
                     f"got {type(model).__name__}")
 
@@ -124,14 +110,28 @@ def _build(cls, kwargs, rngs):
     return cls(**kwargs, rngs=rngs)
 
 
+def model_reference(model) -> tuple[str, dict]:
+    """(name, kwargs) that rebuild `model` with `get_model(name, api="nnx", **kwargs)`: what a
+    model card records (jaxcnn.model_card). `model`: an NnxModel or an `nnx.Module`."""
+    spec = model.spec if isinstance(model, NnxModel) else _instance_spec(model)
+    if spec is None or spec.get("model_kwargs") is None:
+        name = spec["model"] if spec else getattr(model, "name", type(model).__name__)
+        raise ValueError(f"{name}: its constructor fields are not stored as attributes of the same names, so "
+                         "it cannot be rebuilt elsewhere: store them (self.width = width), or build it with "
+                         "jaxcnn.models.get_model('pkg.mod:Class', api='nnx', **fields) or "
+                         "jaxcnn.nnx.as_model(Class, **fields)")
+    return spec["model"], dict(spec["model_kwargs"])
+
+
 def from_spec(spec: dict) -> NnxModel:
-    """The model a spec (`NnxModel.spec`, e.g. from a run folder's card) describes."""
-    if spec.get("api") != "nnx" or "class" not in spec:
+    """The model a spec (`NnxModel.spec`, or a card's model/model_kwargs with api "nnx") describes."""
+    if spec.get("api") != "nnx" or "model" not in spec:
         raise ValueError(f"not an NNX model spec: {spec!r}")
-    if spec.get("kwargs") is None:
-        raise ValueError(f"the spec of {spec['class']} has no constructor fields (the module does not store "
-                         "them as attributes): build it with jaxcnn.nnx.as_model(Class, **fields)")
-    return as_model(spec["class"], **spec["kwargs"])
+    name, kwargs = spec["model"], spec.get("model_kwargs")
+    if kwargs is None:
+        raise ValueError(f"the spec of {name} has no constructor fields: build it with "
+                         "jaxcnn.nnx.as_model(Class, **fields)")
+    return as_model(get_model(name, api="nnx", **kwargs))
 
 
 def adapt(model):

@@ -21,7 +21,7 @@ from jax import lax
 
 from jaxcnn.models import cnn
 from jaxcnn.models.layers import conv_general_dilated, flatten, glorot_uniform, max_pool
-from jaxcnn.models.registry import get_model, register_api
+from jaxcnn.models.registry import get_model, is_import_path, register_api, resolve_import_path
 
 def _conv(lhs, rhs, *args, out_sharding=None, **kwargs):
     """jaxcnn's convolution (im2col on CPU) for nnx.Conv, which also passes `out_sharding`."""
@@ -103,11 +103,19 @@ def input_shape_for(name: str, input_shape=None) -> tuple[int, ...]:
 
 
 def nnx_model(name: str, input_shape=None, seed: int = 0, **kwargs) -> nnx.Module:
-    """The registered network `name` as an `nnx.Module` (the `api="nnx"` of `get_model`).
+    """The model `name` as an `nnx.Module` (the `api="nnx"` of `get_model`).
 
-    Native for N1's family (mnist_cnn, mnist_cnn_dropout, mnist_cnn128, spectrogram_cnn), the
-    bridge for the rest. `seed` draws the initial parameters (and the dropout stream).
+    A registered network: native for N1's family (mnist_cnn, mnist_cnn_dropout, mnist_cnn128,
+    spectrogram_cnn), the bridge for the rest. An import path of an NNX class: that class with
+    `kwargs` (and `rngs`); of a linen class: bridged. `seed` draws the initial parameters.
     """
+    rngs = lambda: nnx.Rngs(seed, params=seed, dropout=seed + 1)  # noqa: E731
+    if is_import_path(name):
+        cls = resolve_import_path(name)
+        if isinstance(cls, type) and issubclass(cls, nnx.Module):
+            if input_shape is not None:
+                kwargs["input_shape"] = input_shape
+            return nnx.jit(lambda: cls(**kwargs, rngs=rngs()))()
     shape = input_shape_for(name, input_shape)
     linen = get_model(name, **kwargs)
     if type(linen) in (cnn.MnistCNN, cnn.SpectrogramCNN):
@@ -118,7 +126,7 @@ def nnx_model(name: str, input_shape=None, seed: int = 0, **kwargs) -> nnx.Modul
     else:
         raise TypeError(f"model {name!r} is not a linen module ({type(linen).__name__}); nothing to bridge")
     # One compiled program draws every initial value (op by op, N1 alone took seconds of CPU).
-    return nnx.jit(lambda: build(rngs=nnx.Rngs(seed, params=seed, dropout=seed + 1)))()
+    return nnx.jit(lambda: build(rngs=rngs()))()
 
 
 register_api("nnx", nnx_model)

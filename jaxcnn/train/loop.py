@@ -27,13 +27,15 @@ import optax
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
 from jaxcnn.data.pipeline import as_input, validation_split as split_last
-from jaxcnn.parallel import get_strategy
+from jaxcnn.models.inputs import input_range_of, scaling_for
+from jaxcnn.parallel import auto_initialize, get_strategy
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
 from jaxcnn.train.feeds import eval_batches, host_pipeline, make_road
 from jaxcnn.train.losses import output_activation
 from jaxcnn.train.metrics import MetricSet
 from jaxcnn.train.optim import default_learning_rate, get_optimizer
 from jaxcnn.train.precision import resolve_compute_dtype
+from jaxcnn.train.save import run_folder_callbacks, save_run
 from jaxcnn.train.state import TrainState, adapt, create_train_state
 from jaxcnn.train.step import make_eval_step, make_train_step, predict_logits
 from jaxcnn.train.summary import model_summary
@@ -86,6 +88,9 @@ class Trainer:
     `state`: a ready TrainState (e.g. a recipe's, with extra fields) instead of a fresh one.
     `compilation_cache=False` leaves JAX's persistent cache (jaxcnn.compile_cache) untouched, so
     a benchmark measures a cold compile.
+    `input_range`: the pixels the model takes, "0..1" (uint8 images are scaled by 1/255) or
+    "0..255" (it scales its own, e.g. a Keras Rescaling layer: they are only cast); None asks the
+    model (`jaxcnn.models.inputs`). Float images are used as given.
 
     What feeds and callbacks use: `state`, `strategy`, `seed`, `compute_dtype`, `data_backend`,
     `train_step` (the compiled per-step function), `make_train_step(axis)` (the un-jitted step
@@ -97,8 +102,12 @@ class Trainer:
                  optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate=None,
                  seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype="auto",
                  data_backend: str = "auto", road: str = "auto", metrics=("accuracy",), state=None,
-                 compilation_cache: bool = True):
+                 compilation_cache: bool = True, input_range: str | None = None):
+        auto_initialize()  # under `jaxcnn launch`/srun/mpirun: join the job before JAX starts alone
         self.model, self.loss_name, self.seed = model, loss, seed
+        self.input_range = input_range or input_range_of(model)
+        self.input_scaling = scaling_for(self.input_range)  # what the feeds do to uint8 images
+        self.card = None  # the run's model card, once saved or loaded (jaxcnn.train.save, jaxcnn.load)
         self.metrics = MetricSet(metrics)
         self.input_shape = tuple(input_shape)
         # A name (Keras defaults), an optax transformation, or a factory `lr -> transformation`;
@@ -194,7 +203,7 @@ class Trainer:
         problem = checks.input_shape_problem(x.shape, self.input_shape)
         if problem:
             raise ValueError(f"{what}: {problem}")
-        checks.check_images(x, what)
+        checks.check_images(x, what, self.input_range)
         if y is None:
             return None
         if not hasattr(self, "_num_outputs"):
@@ -206,7 +215,7 @@ class Trainer:
             validation_data=None, augment=None, callbacks: Sequence = (),
             initial_epoch: int = 0, initial_step: int = 0, verbose: int | str = "auto",
             log_every: int | None = None, road=None, device_augment: Callable | None = None,
-            steps_per_call: int = 100, sample_weight=None, class_weight=None) -> History:
+            steps_per_call: int = 100, sample_weight=None, class_weight=None, workdir: str | None = None) -> History:
         """Train like Keras' `fit`; returns a History (also `self.history`), one per call.
 
         `road`: "pipeline" (tf.data/numpy batches, one dispatch per step), "device" (data on the
@@ -225,6 +234,8 @@ class Trainer:
         `validation_split` takes the LAST fraction of (x, y) before any shuffling, as Keras does.
         Position: epoch `initial_epoch`, step `initial_step`; a checkpoint callback that restores
         a later state moves it (the position derives from `state.step`).
+        `workdir`: checkpoints go to `workdir/checkpoints` (resumed from there) and the run folder
+        is written at the end, as by `save(workdir)`.
         """
         x, y = as_input(x), np.asarray(y)  # a prepared split stays on disk, read batch by batch
         y = self._check_input(x, "fit", y)
@@ -266,6 +277,9 @@ class Trainer:
         self._restored_sums = None
         # The run's origin: the global step at which its epoch 0 began.
         origin = int(self.state.step) - initial_epoch * steps - initial_step
+        if workdir is not None:
+            validated = validation_data is not None and "accuracy" in self.metrics.names
+            callbacks = run_folder_callbacks(workdir, callbacks, "val_accuracy" if validated else None)
         cbs = CallbackList(callbacks)
         cbs.on_train_begin(self)
         self.global_step = int(self.state.step)  # a callback may have restored a checkpoint
@@ -354,6 +368,12 @@ class Trainer:
                                                                    *jax.device_get(self._pending)))
             self._pending = []
         return self._epoch_sums
+
+    def save(self, workdir: str, *, class_names=None, dataset: str | None = None, input_dtype=None) -> str:
+        """Write the run folder that `jaxcnn predict|evaluate|export WORKDIR` and `jaxcnn.load` read:
+        model card, weights, a checkpoint, history (jaxcnn.train.save). `dataset`: the dataset
+        name `jaxcnn evaluate` tests on; `input_dtype`: default the last fit's images'."""
+        return save_run(self, workdir, class_names=class_names, dataset=dataset, input_dtype=input_dtype)
 
     def summary(self, print_fn=print, depth: int = 1, flops: bool = True) -> str:
         """Keras-style table: layer, output shape, parameters, FLOPs (jaxcnn.train.summary).
