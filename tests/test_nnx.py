@@ -244,6 +244,50 @@ def test_trainer_save_then_load_predict_and_serve_an_nnx_model(tmp_path):
                                atol=1e-6)
 
 
+NNX_USER_MODULE = """
+from flax import nnx
+
+
+class SmallNNX(nnx.Module):
+    def __init__(self, num_classes=10, features=6, *, rngs):
+        self.num_classes, self.features = num_classes, features
+        self.conv = nnx.Conv(1, features, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(features, rngs=rngs)
+        self.drop = nnx.Dropout(0.1, rngs=rngs)
+        self.dense = nnx.Linear(14 * 14 * features, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.bn(self.conv(x)))
+        x = x.reshape((x.shape[0], 14, 2, 14, 2, x.shape[-1])).max(axis=(2, 4))
+        return self.dense(self.drop(x.reshape((x.shape[0], -1))))
+"""
+
+
+@pytest.mark.slow
+def test_users_nnx_module_is_served_from_its_run_folder(tmp_path, data_dir):
+    """Issue 26's "done when" for NNX: a user's NNX module in their own file, trained and saved by
+    their script, served by `jaxcnn predict`, `evaluate` and `export --format onnx` (ONNX Runtime)
+    in fresh processes elsewhere, equal to the trainer's outputs within 1e-5."""
+    from tests.test_user_model import USER_TRAIN, _run, _served_matches
+
+    user, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    user.mkdir()
+    elsewhere.mkdir()
+    (user / "mymodels.py").write_text(NNX_USER_MODULE)
+    script = USER_TRAIN.replace("from mymodels import SmallCNN", "from flax import nnx\nfrom mymodels import SmallNNX")
+    script = script.replace("SmallCNN(num_classes=10, features=6)", "SmallNNX(num_classes=10, features=6, rngs=nnx.Rngs(0))")
+    assert "SmallNNX(" in script
+    (user / "train.py").write_text(script)
+    workdir = str(user / "runs" / "mine")
+    _run([sys.executable, "train.py", workdir, data_dir], cwd=str(user))
+    with open(os.path.join(workdir, "model.json")) as f:
+        card = json.load(f)
+    assert (card["api"], card["model"], card["model_kwargs"]) == ("nnx", "mymodels:SmallNNX",
+                                                                  {"num_classes": 10, "features": 6})
+    ran = np.load(workdir + ".npz")
+    _served_matches(workdir, ran["x"], ran["probs"], str(elsewhere), y=ran["y"])
+
+
 @pytest.mark.slow
 def test_checkpoint_resume_mid_epoch_is_bitwise_equal(tmp_path):
     """Stopped mid-epoch, a new trainer on a new module resumes from the checkpoint: the same
