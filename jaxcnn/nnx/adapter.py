@@ -95,8 +95,8 @@ class NnxModel:
 
     `factory(rngs) -> nnx.Module` builds fresh parameters in `init` (a class with its
     constructor fields); without it `init` returns the wrapped instance's own values.
-    `spec`: how to rebuild it in a fresh process, `{"api": "nnx", "class": "pkg.mod:Class",
-    "kwargs": {...}}` (jaxcnn.nnx.from_spec). Hashed by identity (jit sees one model).
+    `spec`: how to rebuild it in a fresh process, `{"api": "nnx", "model": "pkg.mod:Class",
+    "model_kwargs": {...}}` (a model card's fields; jaxcnn.nnx.from_spec). Hashed by identity.
     """
 
     graphdef: Any
