@@ -37,6 +37,9 @@ FLAG_FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "--lr-schedule": (("lr_schedule",), "SPEC",
                       "learning-rate schedule: cosine | exponential[:RATE] | piecewise:EPOCH=FACTOR,... | "
                       "constant, optionally ,warmup=EPOCHS (e.g. cosine,warmup=1)"),
+    "--profile": (("profile",), "START:STOP",
+                  "write a jax.profiler trace of global steps START..STOP-1 to WORKDIR/tensorboard/train "
+                  "(TensorBoard's profile tab, Perfetto)"),
     "--early-stopping": (("early_stopping_patience",), "PATIENCE",
                          "stop after PATIENCE epochs without a better val_loss; keep the best weights"),
 }
