@@ -155,3 +155,26 @@ def test_cli_rejects_a_bad_profile_range(tmp_path, capsys):
         main(["train", "mnist_cnn", "--workdir", str(tmp_path / "run"), "--profile", "9:3"])
     assert e.value.code == 2
     assert "argument --profile: must be START:STOP" in capsys.readouterr().err
+
+
+def _same_init_as_optimized_jit(model, shape):
+    import chex
+
+    from jaxcnn.compile_cache import run_once
+    from jaxcnn.train.state import init_variables
+
+    init = lambda: init_variables(model, shape, 3)  # noqa: E731
+    chex.assert_trees_all_equal(run_once(init), jax.jit(init)())  # bit for bit
+
+
+def test_run_once_initializes_bit_for_bit_as_an_optimized_jit():
+    _same_init_as_optimized_jit(Tiny(), (28, 28, 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, shape", [("mnist_cnn", (28, 28, 1)), ("mnist_fast", (28, 28, 1)),
+                                         ("airbench", (32, 32, 3)), ("bn_cnn_binary", (64, 64, 3))])
+def test_run_once_initializes_registered_models_bit_for_bit(name, shape):
+    from jaxcnn.models import get_model
+
+    _same_init_as_optimized_jit(get_model(name), shape)
