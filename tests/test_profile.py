@@ -68,7 +68,9 @@ def test_an_input_bound_run_says_so_once(caplog):
     t.fit(x, y, epochs=1, batch_size=32, verbose=0)  # compiles the step: no compilation in the epochs below
     feed = SlowFeed(t, x, y, 32)
     with caplog.at_level(logging.INFO, logger="jaxcnn"):
-        t.fit(x, y, epochs=2, batch_size=32, verbose=0, road=feed)
+        t.fit(x, y, epochs=2, batch_size=32, verbose=2, road=feed)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Epoch ")]
+    assert len(lines) == 2 and all("ms/step, " in ln and " img/s, input wait " in ln for ln in lines)
     # 3 steps of a ~ms model behind 100 ms of host work each: the wait dominates both epochs
     assert min(t.timing["input_wait_fraction"]) > 0.3
     assert t.input_wait_seconds >= 6 * SlowFeed.delay

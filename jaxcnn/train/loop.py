@@ -296,7 +296,7 @@ class Trainer:
                     logs.update({f"val_{k}": v for k, v in validate().items()})
                 cbs.on_epoch_logs(self, epoch, logs)
                 self.history.record(epoch, logs)
-                progress.end(epoch, logs)
+                progress.end(epoch, logs, self.timing)
                 cbs.on_epoch_end(self, epoch, logs)
                 epoch, start, sums = epoch + 1, 0, None
         finally:
