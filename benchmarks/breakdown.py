@@ -115,7 +115,8 @@ def child_jax_mnist_fast(mark, epochs, limit, cache):
     from jaxcnn.train import Callback, Trainer
     from jaxcnn.train.callbacks import RecordClock, TestScore
     from jaxcnn.train.feeds.device import DeviceRoad
-    from jaxcnn.train.recipes import augment, order, recipe as recipes, run, step
+    from jaxcnn.train.recipes import augment, order, run, step
+    from jaxcnn.train.recipes import recipe as recipes
     mark("import")
     if cache:  # on before the init compiles (the Trainer would turn it on only after it)
         from jaxcnn.compile_cache import enable_compilation_cache

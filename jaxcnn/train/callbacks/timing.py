@@ -20,7 +20,7 @@ scalars and a run folder holds them in `timing.json`. A run whose input is the b
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from jaxcnn.train.callbacks.base import Callback
 from jaxcnn.train.callbacks.progress import logger
