@@ -21,8 +21,8 @@ from jaxcnn.model_card import make_card
 from jaxcnn.models import get_model
 from jaxcnn.run import RunFolder, is_writer
 from jaxcnn.train import CheckpointCallback, EarlyStopping, Trainer, get_optimizer
-from jaxcnn.train.optim import default_learning_rate, make_schedule
 from jaxcnn.train.callbacks.profile import ProfileSteps
+from jaxcnn.train.optim import default_learning_rate, make_schedule
 from jaxcnn.train.tensorboard import TensorBoard
 from jaxcnn.transfer import init_with_pretrained_base, make_transfer_optimizer
 
