@@ -26,8 +26,7 @@ import optax
 
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
-from jaxcnn.data.pipeline import as_input
-from jaxcnn.data.pipeline import validation_split as split_last
+from jaxcnn.data.pipeline import as_input, validation_split as split_last
 from jaxcnn.parallel import get_strategy
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
 from jaxcnn.train.callbacks.timing import StepTiming, timed_chunks

@@ -12,7 +12,8 @@ from jaxcnn.train.callbacks.checkpoint import CheckpointCallback
 from jaxcnn.train.callbacks.csv_logger import CSVLogger
 from jaxcnn.train.callbacks.early_stopping import EarlyStopping
 from jaxcnn.train.callbacks.profile import ProfileSteps
-from jaxcnn.train.callbacks.progress import Progress, ensure_log_handler, logger, plain_stderr_logging, resolve_verbose
+from jaxcnn.train.callbacks.progress import (Progress, ensure_log_handler, logger, plain_stderr_logging,
+                                             resolve_verbose)
 from jaxcnn.train.callbacks.record_clock import RecordClock, required_correct
 from jaxcnn.train.callbacks.reduce_lr import ReduceLROnPlateau
 from jaxcnn.train.callbacks.tensorboard import SummaryWriter, TensorBoard
