@@ -6,6 +6,8 @@ predict and export agree on names and formats:
     workdir/config.json             the run record: {"config": {...}, "epochs_done": N}
     workdir/model.json              the model card (jaxcnn.model_card): what inference needs
     workdir/history.json            per-epoch metrics
+    workdir/timing.json             per-epoch step time, input wait, images/s (wall clock, kept
+                                    apart from the metrics; jaxcnn.train.callbacks.timing)
     workdir/metrics.json            test metrics, the evaluation report, device, timings
     workdir/params/                 the final weights (Orbax, jaxcnn.checkpoint.save_params)
     workdir/checkpoints/            checkpoints (jaxcnn.checkpoint); checkpoints_finetune/ for a
@@ -37,6 +39,7 @@ from jaxcnn.errors import UsageError
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
+TIMING_FILE = "timing.json"
 METRICS_FILE = "metrics.json"
 MODEL_CARD_FILE = "model.json"
 PARAMS_DIR = "params"
@@ -50,7 +53,8 @@ ERRORS_PNG = "errors.png"
 FILTERS_PNG = "filters.png"
 SAMPLES_PNG = "samples.png"
 # Fields a rerun may change without changing what the run computes (besides a longer --epochs).
-RERUN_FREE_FIELDS = ("description", "reported", "data_dir", "checkpoint_every_steps", "checkpoint_keep")
+RERUN_FREE_FIELDS = ("description", "reported", "data_dir", "checkpoint_every_steps", "checkpoint_keep",
+                     "profile")
 
 
 class NoTrainedModelError(FileNotFoundError):
