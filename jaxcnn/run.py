@@ -13,6 +13,7 @@ predict and export agree on names and formats:
     workdir/tensorboard/            TensorBoard event files (tensorboard_finetune/ likewise)
     workdir/curves.png, confusion.png, errors.png, filters.png, samples.png   figures
     workdir/export/                 `jaxcnn export`'s default output folder
+    workdir/.jaxcnn.lock            while a run trains here: its pid and host (jaxcnn.lock)
 
 JSON files are strict (no NaN/Infinity: non-finite numbers become null and are listed under
 `non_finite`) and written atomically (a temporary file, then os.replace). Only process 0 of a
@@ -34,6 +35,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxcnn.errors import UsageError
+from jaxcnn.lock import LOCK_FILE, FolderLock, NoLock
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
@@ -152,6 +154,7 @@ class RunFolder:
 
     def __init__(self, workdir: str):
         self.workdir = os.fspath(workdir)
+        self._lock: FolderLock | NoLock | None = None
 
     def __repr__(self) -> str:
         return f"RunFolder({self.workdir!r})"
@@ -239,15 +242,43 @@ class RunFolder:
     def check(self) -> None:
         check_workdir(self.workdir)
 
+    def lock(self) -> "RunFolder":
+        """Take the workdir's lock (one live run per workdir; process 0 of a job holds it), or raise
+        `jaxcnn.lock.FolderBusyError` naming the run that holds it. `with folder.lock(): ...`
+        lets it go at the end (also on an exception; `unlock()` does the same)."""
+        if self._lock is None or not self._lock.held:
+            check_workdir(self.workdir)
+            self._lock = FolderLock(self.workdir, "workdir") if is_writer() else NoLock()
+            self._lock.acquire()
+        return self
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
     def move_aside(self, name: str = "") -> str | None:
-        """Move a non-empty folder to `WORKDIR.old-YYYYmmdd-HHMMSS` (--fresh); the new path, or None."""
+        """Move a non-empty folder to `WORKDIR.old-YYYYmmdd-HHMMSS` (--fresh); the new path, or None.
+        A lock this folder holds stays with the workdir (taken in the new folder before the old is let go)."""
         path = os.path.abspath(self.workdir)
-        if not (os.path.isdir(path) and os.listdir(path)):
+        if not (os.path.isdir(path) and set(os.listdir(path)) - {LOCK_FILE}):
             return None
         aside = f"{path.rstrip(os.sep)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         while os.path.exists(aside):
             aside += "-1"
         os.rename(path, aside)
+        if self._lock is not None and self._lock.held:
+            moved, self._lock = self._lock, FolderLock(self.workdir, "workdir")
+            moved.moved_to(aside)
+            try:
+                self._lock.acquire()
+            finally:
+                moved.release()
         print(f"{name}: --fresh: moved the previous run to {aside}", file=sys.stderr)
         return aside
 
