@@ -104,9 +104,23 @@ def write_json(path: str, obj) -> str:
     return path
 
 
-def read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
+class RunFileError(UsageError):
+    """A run folder's JSON file is unreadable: damaged, or not what jaxcnn writes there."""
+
+
+def read_json(path: str, kind: type | None = None):
+    """The JSON value in `path`; RunFileError naming the file when it is not JSON (or not of `kind`)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        value = json.loads(raw.decode("utf8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError; deep nesting
+        raise RunFileError(f"{path}: not readable JSON ({type(e).__name__}: {e}): the file is damaged; "
+                           "restore it or move it away") from None
+    if kind is not None and not isinstance(value, kind):
+        raise RunFileError(f"{path}: holds a JSON {type(value).__name__}, not the {kind.__name__} jaxcnn "
+                           "writes there: the file is damaged; restore it or move it away")
+    return value
 
 
 # -- checks ------------------------------------------------------------------------------------------
@@ -218,9 +232,10 @@ class RunFolder:
         return write_json(self.path(name), obj)
 
     def read_json(self, name: str, default=None):
-        """The file's contents, or `default` when there is no such file."""
+        """The file's contents (every record of a run folder is a JSON object), or `default` when there
+        is no such file; RunFileError when it is damaged."""
         path = self.path(name)
-        return read_json(path) if os.path.isfile(path) else default
+        return read_json(path, dict) if os.path.isfile(path) else default
 
     def write_history(self, history) -> str:
         return self.write_json(HISTORY_FILE, dict(history))
@@ -288,10 +303,16 @@ class RunFolder:
         if not os.path.exists(path):
             return None
         try:
-            record = read_json(path)
-            return record["config"], int(record.get("epochs_done", 0))
-        except (ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"{path}: unreadable run record ({e}); pass --fresh to start over") from None
+            record = read_json(path, dict)
+            config = record["config"]
+            if not isinstance(config, dict):
+                raise TypeError("its config is not a JSON object")
+            return config, int(record.get("epochs_done", 0))
+        except RunFileError as e:
+            raise RunFileError(f"{e}; or pass --fresh to start over") from None
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
+            raise RunFileError(f"{path}: unreadable run record ({type(e).__name__}: {e}); pass --fresh to "
+                               "start over") from None
 
     @property
     def epochs_done(self) -> int:
@@ -303,7 +324,7 @@ class RunFolder:
         path = self.config_path
         if not is_writer() or not os.path.exists(path):
             return
-        record = read_json(path)
+        record = read_json(path, dict)
         if epochs > record.get("epochs_done", 0):
             record["epochs_done"] = epochs
             write_json(path, record)

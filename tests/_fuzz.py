@@ -26,9 +26,11 @@ def fuzz_settings(examples: int):
 @st.composite
 def damaged(draw, valid: bytes):
     """`valid` damaged one way: truncated, some bytes overwritten, bytes inserted, or replaced whole."""
-    how = draw(st.sampled_from(["truncate", "overwrite", "insert", "random"]))
+    how = draw(st.sampled_from(["truncate", "overwrite", "insert", "random", "nested"]))
     if how == "random" or not valid:
         return draw(st.binary(max_size=2048))
+    if how == "nested":  # deeply nested brackets: what a recursive parser (JSON) chokes on
+        return draw(st.sampled_from([b"[", b"{\"a\":"])) * draw(st.integers(100, 100_000))
     if how == "truncate":
         return valid[:draw(st.integers(0, len(valid) - 1))]
     at = draw(st.integers(0, len(valid) - 1))

@@ -36,7 +36,7 @@ from jaxcnn.keras.spec import keras_spec
 
 # What reading a damaged file raises, in h5py or in the readers below (a group where a dataset
 # should be, an attribute of another type): reported as a damaged file, naming the error.
-_DAMAGE = (KeyError, RuntimeError, OSError, ValueError, TypeError, AttributeError, IndexError)
+_DAMAGE = (KeyError, RuntimeError, OSError, ValueError, TypeError, AttributeError, IndexError, RecursionError)
 _ROLE_ALIASES = {
     "kernel": "kernel", "W": "kernel", "bias": "bias", "b": "bias",
     "gamma": "gamma", "beta": "beta",

@@ -53,8 +53,8 @@ def read_manifest(root: str) -> dict:
     try:
         with open(path, "rb") as f:
             manifest = json.loads(f.read().decode("utf8"))
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise DataError(f"{path}: unreadable manifest: {e}") from e
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+        raise DataError(f"{path}: unreadable manifest: {type(e).__name__}: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise DataError(f"{path}: not a jaxcnn prepared-dataset manifest (format {found!r})")

@@ -51,6 +51,15 @@ def write_shard(path: str, images: np.ndarray) -> dict:
     return {"path": os.path.basename(path), "num_records": int(len(images)), "bytes": size, "sha256": digest}
 
 
+def _read_progress(path: str):
+    """A progress record of `prepare` (JSON), or None when it is damaged."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf8"))
+    except (ValueError, RecursionError):
+        return None
+
+
 class _Plan:
     """What one preparation writes: per split, shards of source entries; progress kept in `.prepare/`."""
 
@@ -59,8 +68,10 @@ class _Plan:
         os.makedirs(self.dir, exist_ok=True)
         plan_path = os.path.join(self.dir, "plan.json")
         if os.path.isfile(plan_path):
-            with open(plan_path) as f:
-                old = json.load(f)
+            old = _read_progress(plan_path)
+            if old is None:
+                raise DataError(f"{plan_path}: the progress record of an unfinished preparation is damaged; "
+                                f"delete {out} and prepare again")
             if old != key:
                 raise DataError(f"{out}: holds an unfinished preparation of other data or options "
                                 f"({plan_path}); give another --out or delete that folder")
@@ -71,11 +82,15 @@ class _Plan:
         path = os.path.join(self.dir, f"{split}-{k:05d}.json")
         if not os.path.isfile(path):
             return None
-        with open(path) as f:
-            entry = json.load(f)
-        shard = os.path.join(self.out, entry["file"]["path"])
-        if not os.path.isfile(shard) or os.path.getsize(shard) != entry["file"]["bytes"]:
-            return None  # marked, but the file is gone or damaged: write it again
+        entry = _read_progress(path)
+        if not (isinstance(entry, dict) and all(k in entry for k in ("file", "labels", "skipped", "image_shape"))):
+            return None  # a damaged mark: write the shard again
+        try:
+            shard = os.path.join(self.out, entry["file"]["path"])
+            if not os.path.isfile(shard) or os.path.getsize(shard) != entry["file"]["bytes"]:
+                return None  # marked, but the file is gone or damaged: write it again
+        except (TypeError, KeyError):
+            return None  # a damaged mark: write the shard again
         return entry
 
     def mark(self, split: str, k: int, entry: dict) -> None:
