@@ -164,7 +164,18 @@ class PreparedSplit:
                                         f"{self.image_shape} {self.dtype} ({self._record_bytes} bytes): the "
                                         "file is corrupt; prepare the dataset again")
                     out[p] = np.frombuffer(rec, self.dtype).reshape(self.image_shape)
+                if self.dtype.kind == "f":  # checked when written; this finds a file changed since
+                    self._check_finite(out[pos], s, local)
         return out
+
+    def _check_finite(self, images: np.ndarray, s: int, local: list) -> None:
+        finite = np.isfinite(images.reshape(len(images), -1))
+        if not finite.all():
+            k = int(np.flatnonzero(~finite.all(axis=1))[0])
+            value = images[k].reshape(-1)[~finite[k]][0]
+            raise DataError(f"{self.files[s]}: record {local[k]} ({self.split} example "
+                            f"{int(self._starts[s]) + local[k]}) holds {value} (NaN/inf in the inputs): fix the "
+                            "source data and prepare the dataset again")
 
     def _reader(self, s: int):
         reader = self._readers.get(s)
