@@ -72,6 +72,7 @@ def test_past_five_the_warning_gives_the_count_and_the_file_listing_all(tmp_path
     assert (w.filename, w.lineno) == (__file__, line)  # through the source registry, still the user's line
 
 
+@pytest.mark.slow  # decodes shard by shard (a second or two)
 def test_prepare_says_it_once_and_lists_the_files_in_the_prepared_folder(tmp_path):
     root, broken = photos(tmp_path / "photos", 6)
     with warnings.catch_warnings(record=True) as record:

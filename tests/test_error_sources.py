@@ -1,12 +1,9 @@
 """Errors that name their source (issue 30 item 4): a NaN/inf in a file-backed split names the file
-and the record; a checkpoint directory that is a file is refused before any training step."""
-
-import os
+and the record. (A checkpoint directory that is a file, refused before training: tests/test_lock.py.)"""
 
 import numpy as np
 import pytest
 
-from jaxcnn.checkpoint import CheckpointError
 from jaxcnn.data import records
 from jaxcnn.data.errors import DataError
 from jaxcnn.data.idx import write_idx
@@ -56,15 +53,3 @@ def test_a_nan_in_a_float_idx_file_names_the_file(tmp_path):
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte: image 2 holds inf"):
         load_idx_dataset(str(tmp_path))
 
-
-def test_fit_with_a_checkpoint_directory_that_is_a_file_stops_before_training(tmp_path):
-    from jaxcnn.train import Trainer
-    from jaxcnn.train.callbacks import CheckpointCallback
-    from tests.helpers import Tiny
-
-    (tmp_path / "checkpoints").write_text("")
-    trainer = Trainer(Tiny(2), (4, 4, 1))
-    with pytest.raises(CheckpointError, match="checkpoints: exists and is not a directory"):
-        trainer.fit(np.zeros((4, 4, 4, 1), np.float32), np.zeros(4, np.int32), batch_size=4, verbose=0,
-                    callbacks=[CheckpointCallback(str(tmp_path / "checkpoints"))])
-    assert int(trainer.state.step) == 0 and os.path.isfile(tmp_path / "checkpoints")

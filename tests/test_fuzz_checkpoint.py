@@ -61,8 +61,8 @@ def check_run_record_values(data):
     _read_back(_run_folder(name, raw), name)
 
 
-test_run_records_bytes_fuzzed, test_run_records_bytes_fuzzed_long = fuzz_tests(check_run_record_bytes, 25, 1000)
-test_run_records_values_fuzzed, test_run_records_values_fuzzed_long = fuzz_tests(check_run_record_values, 25, 1000)
+test_run_records_bytes_fuzzed, test_run_records_bytes_fuzzed_long = fuzz_tests(check_run_record_bytes, 15, 1000)
+test_run_records_values_fuzzed, test_run_records_values_fuzzed_long = fuzz_tests(check_run_record_values, 15, 1000)
 
 
 def test_a_damaged_run_record_names_the_file_and_the_way_out(tmp_path):
@@ -110,7 +110,7 @@ def check_weights_folder(data):
     np.testing.assert_array_equal(tree["params"]["conv"]["bias"], np.ones(2, np.float32))
 
 
-test_weights_folder_fuzzed, test_weights_folder_fuzzed_long = fuzz_tests(check_weights_folder, 6, 300)
+test_weights_folder_fuzzed, test_weights_folder_fuzzed_long = fuzz_tests(check_weights_folder, 4, 300)
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def check_idx_gzip(data):
     _read_idx(data.draw(damaged(gzip.compress(data.draw(st.sampled_from(VALID_IDX))))), "x-idx3-ubyte.gz", "idx.gz")
 
 
-test_idx_reader_fuzzed, test_idx_reader_fuzzed_long = fuzz_tests(check_idx, 40, 2000)
+test_idx_reader_fuzzed, test_idx_reader_fuzzed_long = fuzz_tests(check_idx, 30, 2000)
 test_idx_gzip_fuzzed, test_idx_gzip_fuzzed_long = fuzz_tests(check_idx_gzip, 15, 500)
 
 
@@ -120,8 +120,8 @@ def check_record_files(data):
     _load_all(root, verify=data.draw(st.booleans()))
 
 
-test_prepared_manifest_fuzzed, test_prepared_manifest_fuzzed_long = fuzz_tests(check_manifest, 25, 1000)
-test_prepared_files_fuzzed, test_prepared_files_fuzzed_long = fuzz_tests(check_record_files, 20, 600)
+test_prepared_manifest_fuzzed, test_prepared_manifest_fuzzed_long = fuzz_tests(check_manifest, 15, 1000)
+test_prepared_files_fuzzed, test_prepared_files_fuzzed_long = fuzz_tests(check_record_files, 12, 600)
 
 
 # -- image folders --------------------------------------------------------------------------------------
@@ -190,5 +190,5 @@ def check_image_archive(data):
     _load_folder(path, "skip")
 
 
-test_image_folder_fuzzed, test_image_folder_fuzzed_long = fuzz_tests(check_image_folder, 3, 60)
+test_image_folder_fuzzed_long = fuzz_tests(check_image_folder, 1, 60)[1]  # ~0.7 s an input: slow tier only
 test_image_archive_fuzzed, test_image_archive_fuzzed_long = fuzz_tests(check_image_archive, 10, 300)

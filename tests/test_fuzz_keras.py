@@ -175,5 +175,5 @@ def check_raw_config(data):
 
 test_keras_files_bytes_fuzzed, test_keras_files_bytes_fuzzed_long = fuzz_tests(check_bytes, 25, 1500)
 test_keras_files_structure_fuzzed, test_keras_files_structure_fuzzed_long = fuzz_tests(check_structure, 15, 1000)
-test_keras_config_fuzzed, test_keras_config_fuzzed_long = fuzz_tests(check_config, 12, 1000)
+test_keras_config_fuzzed, test_keras_config_fuzzed_long = fuzz_tests(check_config, 8, 1000)
 test_keras_raw_config_fuzzed, test_keras_raw_config_fuzzed_long = fuzz_tests(check_raw_config, 5, 300)

@@ -125,14 +125,21 @@ def test_train_and_evaluate_refuses_a_workdir_in_use(tmp_path, holder):
     assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written
 
 
-def test_fit_with_checkpoints_refuses_a_checkpoint_directory_in_use(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_trainer():
     from jaxcnn.train import Trainer
-    from jaxcnn.train.callbacks import CheckpointCallback
     from tests.helpers import Tiny
+
+    return Trainer(Tiny(), (8, 8, 1))
+
+
+@pytest.mark.slow  # builds a Trainer (about a second)
+def test_fit_with_checkpoints_refuses_a_checkpoint_directory_in_use(tmp_path, tiny_trainer):
+    from jaxcnn.train.callbacks import CheckpointCallback
 
     other = hold(tmp_path / "run" / "checkpoints")
     try:
-        trainer = Trainer(Tiny(), (8, 8, 1))
+        trainer = tiny_trainer
         x, y = np.zeros((8, 8, 8, 1), np.float32), np.zeros(8, np.int32)
         with pytest.raises(FolderBusyError, match=f"checkpoint directory is in use by another run \\(pid {other.pid}"):
             trainer.fit(x, y, batch_size=8, verbose=0,
@@ -153,3 +160,16 @@ def test_the_cli_refuses_a_second_train_on_a_live_workdir_in_one_line(tmp_path, 
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and f"in use by another run (pid {holder.pid} on host" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_fit_with_a_checkpoint_directory_that_is_a_file_stops_before_training(tmp_path, tiny_trainer):
+    """Issue 30 item 4: refused before the first step, not at the first save after an epoch."""
+    from jaxcnn.checkpoint import CheckpointError
+    from jaxcnn.train.callbacks import CheckpointCallback
+
+    (tmp_path / "checkpoints").write_text("")
+    with pytest.raises(CheckpointError, match="checkpoints: exists and is not a directory"):
+        tiny_trainer.fit(np.zeros((8, 8, 8, 1), np.float32), np.zeros(8, np.int32), batch_size=8, verbose=0,
+                         callbacks=[CheckpointCallback(str(tmp_path / "checkpoints"))])
+    assert int(tiny_trainer.state.step) == 0 and os.path.isfile(tmp_path / "checkpoints")
