@@ -157,8 +157,9 @@ class FolderLock:
         if locked is False:
             self._busy(previous)
         if locked is None and previous and previous.get("pid") != os.getpid():
-            if previous.get("host") != socket.gethostname() or _alive(int(previous.get("pid", 0)),
-                                                                      previous.get("started")):
+            host, pid = previous.get("host"), previous.get("pid")  # unusable values: a damaged record, stale
+            if (isinstance(host, str) and host != socket.gethostname()) or (
+                    isinstance(pid, int) and pid > 0 and _alive(pid, previous.get("started"))):
                 self._busy(previous)
         try:  # the path must still name the file locked (a holder unlinks it before letting go)
             if os.stat(self.path).st_ino != os.fstat(fd).st_ino:

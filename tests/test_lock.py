@@ -173,3 +173,14 @@ def test_fit_with_a_checkpoint_directory_that_is_a_file_stops_before_training(tm
         tiny_trainer.fit(np.zeros((8, 8, 8, 1), np.float32), np.zeros(8, np.int32), batch_size=8, verbose=0,
                          callbacks=[CheckpointCallback(str(tmp_path / "checkpoints"))])
     assert int(tiny_trainer.state.step) == 0 and os.path.isfile(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("flock", [True, False])
+def test_a_lock_file_with_damaged_content_is_taken_over(tmp_path, monkeypatch, flock):
+    """A record cut short by a crash mid-write (or any bytes): no owner can be alive behind it."""
+    if not flock:
+        monkeypatch.setattr(lock_mod, "_flock", lambda fd: None)
+    for content in (b"", b'{"pid": ', b"\xff\xfe", b'{"pid": "x", "host": null}', b"[1, 2]"):
+        (tmp_path / LOCK_FILE).write_bytes(content)
+        with FolderLock(tmp_path) as held:
+            assert held.held and json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
