@@ -41,9 +41,15 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int | st
     newest one (mid-epoch included). On SIGTERM it saves and raises `checkpoint.Preempted`.
     The config is checked and held against the one recorded in `workdir/config.json` first
     (`prepare_workdir`; `fresh` moves a previous run aside), before any data is read.
+    A workdir that another live run uses is refused (`jaxcnn.lock`: one run per workdir).
     """
     folder = RunFolder(workdir)
     validate_config(config)
+    with folder.lock():
+        return _train_and_evaluate(config, workdir, folder, verbose, fresh)
+
+
+def _train_and_evaluate(config: ExperimentConfig, workdir: str, folder: RunFolder, verbose, fresh: bool) -> dict:
     folder.prepare(config, fresh=fresh)
     ds = load_data(config)
     if is_writer():
