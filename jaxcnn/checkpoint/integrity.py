@@ -92,8 +92,9 @@ def verify_checksums(root: str) -> bool:
     try:
         record = json.loads(raw)
         files = record["files"]
-        ok = _record_digest(files) == record["record_sha256"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        ok = (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())
+              and _record_digest(files) == record["record_sha256"])
+    except (ValueError, KeyError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
         ok = False
     if not ok:
         raise Corrupt(f"its checksum record {CHECKSUMS_FILE} is damaged")

@@ -52,6 +52,7 @@ class ExperimentConfig:
     early_stopping_patience: int | None = None
     early_stopping_monitor: str = "val_loss"
     tensorboard: bool = True
+    profile: str | None = None  # "START:STOP": a jax.profiler trace of those global steps in workdir/tensorboard/train
     extras: tuple = ()  # names in EXTRAS: extra figures an experiment writes
     reported: dict = dataclasses.field(default_factory=dict)
     description: str = ""

@@ -23,6 +23,7 @@ from jaxcnn.model_card import make_card
 from jaxcnn.models import get_model
 from jaxcnn.run import RunFolder, is_writer
 from jaxcnn.train import CheckpointCallback, EarlyStopping, Trainer, get_optimizer
+from jaxcnn.train.callbacks.profile import ProfileSteps
 from jaxcnn.train.optim import default_learning_rate, make_schedule
 from jaxcnn.train.tensorboard import TensorBoard
 from jaxcnn.transfer import init_with_pretrained_base, make_transfer_optimizer
@@ -124,16 +125,21 @@ def steps_per_epoch(config: ExperimentConfig, n_train: int) -> int:
 
 
 def callbacks(config: ExperimentConfig, workdir: str, phase: str = "") -> list:
-    """The config's callbacks besides checkpoints: early stopping, TensorBoard."""
+    """The config's callbacks besides checkpoints: early stopping, TensorBoard, a profile."""
     out = []
     if config.early_stopping_patience is not None:
         out.append(EarlyStopping(config.early_stopping_monitor, patience=config.early_stopping_patience,
                                  restore_best_weights=True))
+    tensorboard_dir = RunFolder(workdir).tensorboard_dir(phase)
+    profile = config.profile if not phase else None  # the steps count over the first phase
     if config.tensorboard:
         if importlib.util.find_spec("tensorboard") is None:
             warnings.warn("no TensorBoard logs: the `tensorboard` package is not installed", stacklevel=2)
         else:
-            out.append(TensorBoard(RunFolder(workdir).tensorboard_dir(phase)))
+            out.append(TensorBoard(tensorboard_dir, profile_steps=profile))
+            profile = None
+    if profile:
+        out.append(ProfileSteps(os.path.join(tensorboard_dir, "train"), profile))
     return out
 
 

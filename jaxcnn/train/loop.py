@@ -30,6 +30,7 @@ from jaxcnn.data.pipeline import as_input, validation_split as split_last
 from jaxcnn.models.inputs import input_range_of, scaling_for
 from jaxcnn.parallel import auto_initialize, get_strategy
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
+from jaxcnn.train.callbacks.timing import StepTiming, timed_chunks
 from jaxcnn.train.feeds import eval_batches, host_pipeline, make_road
 from jaxcnn.train.losses import output_activation
 from jaxcnn.train.metrics import MetricSet
@@ -143,6 +144,9 @@ class Trainer:
         self.road: str | None = None  # the name of the last fit's road ("device" | "pipeline")
         self.feed = None  # the last fit's input feed (jaxcnn.train.feeds); the device road reuses it
         self.fit_sample = None
+        self.timing: dict = {}  # the last fit's step time, input wait, images/s per epoch (StepTiming)
+        self.input_wait_seconds = 0.0  # seconds the loop waited for the feed's next chunk (timed_chunks)
+        self.step_profiler = None  # a ProfileSteps while one traces (jaxcnn.train.callbacks.profile)
         self._epoch_sums, self._pending, self._restored_sums = None, [], None
 
     def _build_tx(self, learning_rate):
@@ -280,7 +284,8 @@ class Trainer:
         if workdir is not None:
             validated = validation_data is not None and "accuracy" in self.metrics.names
             callbacks = run_folder_callbacks(workdir, callbacks, "val_accuracy" if validated else None)
-        cbs = CallbackList(callbacks)
+        timing = [] if any(isinstance(cb, StepTiming) for cb in callbacks) else [StepTiming()]
+        cbs = CallbackList([*timing, *callbacks])
         cbs.on_train_begin(self)
         self.global_step = int(self.state.step)  # a callback may have restored a checkpoint
         if self.global_step < origin:
@@ -306,7 +311,7 @@ class Trainer:
                     logs.update({f"val_{k}": v for k, v in validate().items()})
                 cbs.on_epoch_logs(self, epoch, logs)
                 self.history.record(epoch, logs)
-                progress.end(epoch, logs)
+                progress.end(epoch, logs, self.timing)
                 cbs.on_epoch_end(self, epoch, logs)
                 epoch, start, sums = epoch + 1, 0, None
         finally:
@@ -320,7 +325,7 @@ class Trainer:
         cbs.on_epoch_begin(self, epoch)
         progress.begin(epoch, start)
         since_log = 0
-        for first, last, payload in road.train_chunks(epoch, start, stop):
+        for first, last, payload in timed_chunks(road.train_chunks(epoch, start, stop), self):
             self.state, chunk_sums = road.run(self.state, payload)
             self._pending.append(chunk_sums)
             self.global_step += last - first

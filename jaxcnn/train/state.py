@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from jaxcnn.compile_cache import run_once
 from jaxcnn.nnx import adapt
 
 
@@ -51,4 +52,4 @@ def create_train_state(model: nn.Module, input_shape, tx: optax.GradientTransfor
             rng=jax.random.PRNGKey(seed + 1),
         )
 
-    return jax.jit(build)(params, batch_stats)
+    return run_once(build, params, batch_stats)  # compiled cheaply: it runs once

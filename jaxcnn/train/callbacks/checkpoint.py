@@ -18,6 +18,7 @@ from jaxcnn.checkpoint.diagnostics import say
 from jaxcnn.checkpoint.errors import CheckpointError, CheckpointMismatchError, Preempted
 from jaxcnn.checkpoint.manager import CheckpointManager
 from jaxcnn.checkpoint.preemption import SigtermFlag, preempted
+from jaxcnn.lock import FolderLock, NoLock
 from jaxcnn.train.callbacks.base import Callback
 
 
@@ -51,6 +52,7 @@ class CheckpointCallback(Callback):
     continues with the same data order as an uninterrupted run. Step intervals count the global
     step (`trainer.global_step`), also on the device road, which reports once per chunk.
     SIGTERM (preemption) makes the next step end save, wait for the write, and raise `Preempted`.
+    While it trains, `directory` is locked (`jaxcnn.lock`, process 0): a second run on it is refused.
     """
 
     def __init__(self, directory: str, *, every_n_steps: int | None = None, on_epoch_end: bool = True,
@@ -68,19 +70,30 @@ class CheckpointCallback(Callback):
         self._sigterm = SigtermFlag()
         self._last_saved = None
         self._step = 0  # the global step at the last hook
+        self._lock: FolderLock | NoLock = NoLock()
 
     # hooks
     def on_train_begin(self, trainer) -> None:
         _quiet_orbax_warnings()
-        self.manager = CheckpointManager(self.directory, max_to_keep=self.max_to_keep,
-                                         best_metric=self.best_metric, best_mode=self.best_mode,
-                                         async_save=self.async_save)
-        self.resumed_from = None
-        if self.resume:
-            self._restore(trainer)
-        elif self.manager.all_steps():
-            raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
-                                  f"{self.manager.all_steps()}) and resume=False: use another directory")
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise CheckpointError(f"{self.directory}: exists and is not a directory, so it cannot hold "
+                                  "checkpoints (move it away or pass another directory)")
+        # Before Orbax opens the folder: opening it removes the temporary folders of saves in flight.
+        self._lock = (FolderLock(self.directory, "checkpoint directory") if jax.process_index() == 0
+                      else NoLock()).acquire()
+        try:
+            self.manager = CheckpointManager(self.directory, max_to_keep=self.max_to_keep,
+                                             best_metric=self.best_metric, best_mode=self.best_mode,
+                                             async_save=self.async_save)
+            self.resumed_from = None
+            if self.resume:
+                self._restore(trainer)
+            elif self.manager.all_steps():
+                raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
+                                      f"{self.manager.all_steps()}) and resume=False: use another directory")
+        except BaseException:
+            self._lock.release()
+            raise
         self._step = int(trainer.state.step)  # the loop's position derives from it, resumed or not
         if jax.process_count() == 1:  # with several, JAX's preemption service owns SIGTERM
             self._sigterm.install()
@@ -112,9 +125,12 @@ class CheckpointCallback(Callback):
 
     def on_train_end(self, trainer) -> None:
         self._sigterm.uninstall()
-        if self.manager is not None:
-            self.manager.wait()
-            self.manager.close()
+        try:
+            if self.manager is not None:
+                self.manager.wait()
+                self.manager.close()
+        finally:
+            self._lock.release()
 
     # work
     def _restore(self, trainer) -> None:
@@ -162,6 +178,7 @@ class CheckpointCallback(Callback):
         global_step = self._save(trainer, epoch, step_in_epoch)
         self.manager.wait()
         self.manager.close()
+        self._lock.release()
         self._sigterm.uninstall()
         msg = (f"SIGTERM: saved checkpoint {os.path.join(self.directory, str(global_step))} (epoch "
                f"{epoch + 1}, step {step_in_epoch}); rerun the same command to resume")

@@ -53,11 +53,16 @@ class Progress:
             self.bar.close()
             self.bar = None
 
-    def end(self, epoch: int, logs: dict) -> None:
+    def end(self, epoch: int, logs: dict, timing: dict | None = None) -> None:
+        """The epoch line; `timing`: StepTiming's per-epoch lists (its row for `epoch` is shown)."""
         self.close()
         if self.verbose:
             seconds = logs.get("seconds", math.nan)
-            logger.info("Epoch %d/%d - %.1fs - %s", epoch + 1, self.epochs, seconds, _fmt(logs))
+            speed = ""
+            if timing and timing.get("epoch") and timing["epoch"][-1] == epoch:
+                speed = (f"{1e3 * timing['step_time'][-1]:.1f} ms/step, {timing['images_per_second'][-1]:.0f} img/s, "
+                         f"input wait {100 * timing['input_wait_fraction'][-1]:.0f}% - ")
+            logger.info("Epoch %d/%d - %.1fs - %s%s", epoch + 1, self.epochs, seconds, speed, _fmt(logs))
 
 
 class _Format(logging.Formatter):
