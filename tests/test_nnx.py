@@ -110,6 +110,7 @@ def _data(n=64, seed=0):
 
 
 # -- the registry: every network as NNX, variables both ways ----------------------------------------
+@pytest.mark.slow
 def test_native_n1_equals_linen_both_ways():
     """linen N1's variables load into the native NNX port and come back unchanged; both compute
     the same outputs (one jitted call each)."""
@@ -176,10 +177,18 @@ def test_registry_covers_every_network():
 
 
 # -- as_model and the spec a run folder records --------------------------------------------------------
+def test_model_reference_of_an_instance():
+    """A card names a user's instance by its class and the fields it stores; one that does not
+    store a required field is an error naming the fix."""
+    assert model_reference(nnx.eval_shape(lambda: SmallNet(num_classes=5, rngs=nnx.Rngs(0)))) == (
+        f"{SmallNet.__module__}:SmallNet", {"num_classes": 5, "dropout": 0.25})
+    with pytest.raises(ValueError, match="constructor fields are not stored"):
+        model_reference(nnx.eval_shape(lambda: Unstored(3, rngs=nnx.Rngs(0))))
+
+
+@pytest.mark.slow
 def test_model_reference_rebuilds_the_model(tmp_path):
     """What a run folder's card records (name, kwargs) builds the model again with get_model(api="nnx")."""
-    assert model_reference(SmallNet(num_classes=5, rngs=nnx.Rngs(0))) == (
-        f"{SmallNet.__module__}:SmallNet", {"num_classes": 5, "dropout": 0.25})
     file = tmp_path / "user_net.py"
     file.write_text("from flax import nnx\n\nclass Net(nnx.Module):\n"
                     "    def __init__(self, width, *, rngs):\n"
@@ -196,8 +205,6 @@ def test_model_reference_rebuilds_the_model(tmp_path):
     assert jax.tree.map(jnp.shape, again.init({}, None)) == jax.tree.map(jnp.shape, variables)
     net = get_model("mnist_cnn", api="nnx", input_shape=(12, 12, 1), dense_units=32)
     assert model_reference(net) == ("mnist_cnn", {"input_shape": (12, 12, 1), "dense_units": 32})
-    with pytest.raises(ValueError, match="constructor fields are not stored"):
-        model_reference(nnx.eval_shape(lambda: Unstored(3, rngs=nnx.Rngs(0))))
 
 
 # -- the trainer ---------------------------------------------------------------------------------------
