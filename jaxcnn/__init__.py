@@ -15,8 +15,8 @@ import importlib
 __version__ = "0.1.0"
 
 # Loaded on first attribute access (PEP 562), each exactly as `import jaxcnn.NAME` would.
-_SUBMODULES = ("checkpoint", "cli", "compress", "config", "data", "experiment", "export", "keras", "models", "nnx", "parallel",
-               "predict", "report", "run", "testing", "train", "transfer", "viz", "weights")
+_SUBMODULES = ("checkpoint", "cli", "compress", "config", "data", "experiment", "export", "keras", "models", "nnx",
+               "parallel", "predict", "report", "run", "testing", "train", "transfer", "viz", "weights")
 # Functions loaded with their module on first use: name -> module.
 _FUNCTIONS = {"load": "jaxcnn.predict"}
 __all__ = ["__version__", *_SUBMODULES, "load"]
