@@ -4,7 +4,9 @@
                                         [--epochs N] [--file-size-limit BYTES] [--prepared DIR]
 
 N2 (tutorial A's MNIST CNN with dropout, so the rng matters) on the first 256 MNIST training images,
-batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end.
+batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end, with
+every writer a run has on: TensorBoard (WORKDIR/tensorboard, a log every 2 steps), a CSV log
+(WORKDIR/log.csv), EarlyStopping and ReduceLROnPlateau (whose state the checkpoints carry).
 With `--prepared DIR` the same images are streamed from a prepared dataset (`prepare_data`).
 Prints `STEP <global step>` after each step (once its checkpoint, if any, has been started);
 writes WORKDIR/final.npz with the final params when training completes.
@@ -27,6 +29,7 @@ from jaxcnn.data import load_dataset
 from jaxcnn.data.records import prepare_arrays
 from jaxcnn.models.layers import Conv, Dense, flatten, max_pool
 from jaxcnn.train import Trainer
+from jaxcnn.train.callbacks import CSVLogger, EarlyStopping, ReduceLROnPlateau, TensorBoard
 
 EPOCHS, BATCH, N_TRAIN, N_TEST = 2, 32, 256, 64
 STEPS_PER_EPOCH = N_TRAIN // BATCH
@@ -85,8 +88,13 @@ def run(workdir, backend="numpy", step_sleep=0.0, epochs=EPOCHS, async_save=True
     trainer = make_trainer(backend)
     ckpt = CheckpointCallback(os.path.join(workdir, "checkpoints"), every_n_steps=3, max_to_keep=2,
                               best_metric="val_accuracy", async_save=async_save)
-    trainer.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=BATCH, verbose=0,
-                validation_data=(ds.x_test, ds.y_test), callbacks=[ckpt, _Progress(step_sleep)])
+    writers = [TensorBoard(os.path.join(workdir, "tensorboard"), images=4),
+               CSVLogger(os.path.join(workdir, "log.csv")),
+               EarlyStopping("val_loss", patience=3),
+               # lowers the rate after every epoch but the first (a plateau no loss can leave)
+               ReduceLROnPlateau("val_loss", factor=0.5, patience=0, min_delta=1e9)]
+    trainer.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=BATCH, verbose=0, log_every=2,
+                validation_data=(ds.x_test, ds.y_test), callbacks=[ckpt, _Progress(step_sleep), *writers])
     np.savez(os.path.join(workdir, "final.npz"), predictions=trainer.predict(ds.x_test),
              **{jax.tree_util.keystr(k): np.asarray(v)
                 for k, v in jax.tree_util.tree_flatten_with_path(trainer.state.params)[0]})

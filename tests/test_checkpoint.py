@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxcnn import checkpoint
+from jaxcnn.train.callbacks import tb_events
 from jaxcnn.weights import store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -92,10 +93,27 @@ def assert_same_run(workdir, reference):
     assert sorted(got) == sorted(want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=f"{k} differs from the uninterrupted run")
+    assert_same_logs(workdir, reference)
+
+
+def csv_rows(path):
+    """The CSV log's rows without the `seconds` column (wall time, the one log that may differ)."""
+    rows = [line.rstrip("\n").split(",") for line in open(path)]
+    drop = rows[0].index("seconds") if "seconds" in rows[0] else None
+    return [[v for i, v in enumerate(r) if i != drop] for r in rows]
+
+
+def assert_same_logs(workdir, reference):
+    """history.json, the CSV log and the TensorBoard scalars equal the reference's bitwise."""
     h, ref_h = (json.load(open(os.path.join(d, "history.json"))) for d in (workdir, reference))
-    assert sorted(h) == sorted(ref_h)
-    for k in ref_h:  # epoch means: same examples, summed in another grouping
-        np.testing.assert_allclose(h[k], ref_h[k], rtol=1e-6, err_msg=k)
+    assert h == ref_h  # every epoch's metrics and learning rate, to the last bit
+    assert csv_rows(os.path.join(workdir, "log.csv")) == csv_rows(os.path.join(reference, "log.csv"))
+    for run in ("train", "validation"):
+        got, want = (tb_events.scalars(os.path.join(d, "tensorboard", run)) for d in (workdir, reference))
+        twice = {k: v for k, v in got.items() if len(v) > 1}
+        assert not twice, f"{run}: steps logged more than once: {sorted(twice)[:5]}"
+        assert got == want, f"{run}: " + ", ".join(
+            f"{k}: {got.get(k)} vs {want.get(k)}" for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k))
 
 
 def steps_on_disk(workdir):
