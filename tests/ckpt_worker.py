@@ -1,14 +1,14 @@
 """A small checkpointed training run for tests/test_checkpoint.py, in-process or as a subprocess.
 
     python tests/ckpt_worker.py WORKDIR [--step-sleep S] [--hang-in-save STEP] [--backend tf]
-                                        [--epochs N] [--file-size-limit BYTES] [--prepared DIR]
+                                        [--epochs N] [--file-size-limit BYTES] [--prepared DIR] [--uncaught]
 
 N2 (tutorial A's MNIST CNN with dropout, so the rng matters) on the first 256 MNIST training images,
 batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end, with
 every writer a run has on: TensorBoard (WORKDIR/tensorboard, a log every 2 steps), a CSV log
 (WORKDIR/log.csv), EarlyStopping and ReduceLROnPlateau (whose state the checkpoints carry).
 With `--prepared DIR` the same images are streamed from a prepared dataset (`prepare_data`).
-Prints `STEP <global step>` after each step (once its checkpoint, if any, has been started);
+Prints `STEP <global step>` after each step (before its checkpoint, if any, is started);
 writes WORKDIR/final.npz with the final params when training completes.
 """
 
@@ -127,6 +127,8 @@ if __name__ == "__main__":
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--prepared", help="stream the data from this prepared dataset folder")
     p.add_argument("--file-size-limit", type=int, help="RLIMIT_FSIZE: a bigger write fails (EFBIG)")
+    p.add_argument("--uncaught", action="store_true",
+                   help="a user's plain script: Preempted / Interrupted are not caught here")
     args = p.parse_args()
     if args.file_size_limit:
         import resource
@@ -136,6 +138,10 @@ if __name__ == "__main__":
         resource.setrlimit(resource.RLIMIT_FSIZE, (args.file_size_limit, args.file_size_limit))
     if args.hang_in_save is not None:
         _hang_in_save(args.hang_in_save)
+    if args.uncaught:
+        run(args.workdir, args.backend, args.step_sleep, epochs=args.epochs, prepared=args.prepared)
+        print("DONE", flush=True)
+        sys.exit(0)
     try:
         run(args.workdir, args.backend, args.step_sleep, epochs=args.epochs, prepared=args.prepared)
     except Preempted as e:

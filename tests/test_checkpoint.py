@@ -116,6 +116,13 @@ def assert_same_logs(workdir, reference):
             f"{k}: {got.get(k)} vs {want.get(k)}" for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k))
 
 
+def copy_run(reference, workdir):
+    """The reference's run folder as a killed run leaves it: checkpoints, TensorBoard and CSV logs."""
+    shutil.copytree(reference / "checkpoints", workdir / "checkpoints")
+    shutil.copytree(reference / "tensorboard", workdir / "tensorboard")
+    shutil.copy(reference / "log.csv", workdir / "log.csv")
+
+
 def steps_on_disk(workdir):
     return checkpoint.CheckpointManager(os.path.join(workdir, "checkpoints"), create=False).all_steps()
 
@@ -198,7 +205,7 @@ def _delete_piece(step_dir):
 
 @pytest.mark.parametrize("damage", [_truncate_largest, _delete_piece], ids=["truncate", "delete"])
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(damage, tmp_path, env, reference):
-    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    copy_run(reference, tmp_path)  # the run's logs come along: they must be cut back to the fallback
     steps = steps_on_disk(tmp_path)
     newest, previous = steps[-1], steps[-2]
     damage(str(tmp_path / "checkpoints" / str(newest)))

@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 
 import jax
 import numpy as np
 
 from jaxcnn.checkpoint.diagnostics import say
-from jaxcnn.checkpoint.errors import CheckpointError, CheckpointMismatchError, Preempted
+from jaxcnn.checkpoint.errors import CheckpointError, CheckpointMismatchError, Interrupted, Preempted
 from jaxcnn.checkpoint.manager import CheckpointManager
-from jaxcnn.checkpoint.preemption import SigtermFlag, preempted
+from jaxcnn.checkpoint.preemption import StopFlag, preempted
 from jaxcnn.train.callbacks.base import Callback
 
 
@@ -50,8 +51,16 @@ class CheckpointCallback(Callback):
     and position in the epoch, the history and the interrupted epoch's metric sums, so `fit`
     continues with the same data order as an uninterrupted run. Step intervals count the global
     step (`trainer.global_step`), also on the device road, which reports once per chunk.
-    SIGTERM (preemption) makes the next step end save, wait for the write, and raise `Preempted`.
+    The other callbacks' states (`get_state`: EarlyStopping, ReduceLROnPlateau) are saved too.
+    It begins before the other callbacks and handles every other hook after them
+    (`keeps_run`), so a checkpoint covers what they logged for its step.
+
+    SIGTERM (preemption) or Ctrl-C (SIGINT) makes the next step end save, wait for the write, and
+    raise `Preempted` (a SystemExit with status 143) or `Interrupted` (a KeyboardInterrupt, 130);
+    a second signal stops at once. The next run resumes from that checkpoint.
     """
+
+    keeps_run = True
 
     def __init__(self, directory: str, *, every_n_steps: int | None = None, on_epoch_end: bool = True,
                  max_to_keep: int = 3, best_metric: str | None = "val_accuracy", best_mode: str = "max",
@@ -65,7 +74,7 @@ class CheckpointCallback(Callback):
         self.manager: CheckpointManager | None = None
         self.resumed_from: int | None = None
         self.best: dict | None = None  # {"step", "epoch", "value"} of the best epoch so far
-        self._sigterm = SigtermFlag()
+        self._stop = StopFlag()
         self._last_saved = None
         self._step = 0  # the global step at the last hook
 
@@ -82,14 +91,15 @@ class CheckpointCallback(Callback):
             raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
                                   f"{self.manager.all_steps()}) and resume=False: use another directory")
         self._step = int(trainer.state.step)  # the loop's position derives from it, resumed or not
+        trainer.resumable = self.resume  # the run's writers (TensorBoard, CSV) follow the checkpoints
         if jax.process_count() == 1:  # with several, JAX's preemption service owns SIGTERM
-            self._sigterm.install()
+            self._stop.install()
 
     def on_step_end(self, trainer, epoch: int, step: int) -> None:
         # The pipeline road calls this after every step, the device road after each chunk of
         # steps: save once an `every_n_steps` boundary of the global step is crossed.
         before, self._step = self._step, trainer.global_step
-        if preempted(self._sigterm, self._step):
+        if preempted(self._stop, self._step):
             self._preempt(trainer, epoch, step)
         if (self.every_n_steps and self._step // self.every_n_steps > before // self.every_n_steps
                 and not (self.save_on_epoch_end and step == trainer.steps_per_epoch)):
@@ -104,17 +114,22 @@ class CheckpointCallback(Callback):
             if better:
                 self.best = {"step": trainer.global_step, "epoch": epoch + 1, "value": value,
                              "metric": self.best_metric, "mode": self.best_mode}
-        preempted_now = self._sigterm.flag
+        preempted_now = self._stop.flag
         if self.save_on_epoch_end or preempted_now:
             self._save(trainer, epoch + 1, 0, metrics={k: float(v) for k, v in logs.items()})
         if preempted_now:
             self._preempt(trainer, epoch + 1, 0)
 
     def on_train_end(self, trainer) -> None:
-        self._sigterm.uninstall()
+        late = self._stop.flag  # a signal after the last step's check: the run is saved, stop still
+        self._stop.uninstall()
         if self.manager is not None:
+            if late:
+                self._save(trainer, len(trainer.history.epoch), 0)
             self.manager.wait()
             self.manager.close()
+        if late:
+            self._raise_stop(late, trainer.global_step, len(trainer.history.epoch), 0)
 
     # work
     def _restore(self, trainer) -> None:
@@ -137,7 +152,8 @@ class CheckpointCallback(Callback):
         sums = loop.get("epoch_sums") if loop["step_in_epoch"] else None
         trainer.restore_run(state, history=loop.get("history", {}),
                             epoch_sums=None if sums is None else {k: np.asarray(v, np.float64)
-                                                                  for k, v in sums.items()})
+                                                                  for k, v in sums.items()},
+                            callback_states=loop.get("callbacks"))
         self.best = loop.get("best")
         self.resumed_from = self._last_saved = int(loop["global_step"])
         if self.verbose:
@@ -152,18 +168,25 @@ class CheckpointCallback(Callback):
         loop = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                 "seed": trainer.seed, **info,
                 "epoch_sums": _epoch_sums_json(trainer.epoch_metric_sums()) if step_in_epoch else None,
-                "history": dict(trainer.history), "best": self.best, "saved_at": time.time()}
+                "history": dict(trainer.history), "best": self.best, "saved_at": time.time(),
+                "callbacks": trainer.callbacks.get_states(trainer) if hasattr(trainer, "callbacks") else {}}
         self.manager.save(global_step, trainer.state, json.loads(json.dumps(loop, default=float)),
                           metrics=metrics)
         self._last_saved = global_step
         return global_step
 
     def _preempt(self, trainer, epoch: int, step_in_epoch: int) -> None:
+        signum = self._stop.flag or signal.SIGTERM
         global_step = self._save(trainer, epoch, step_in_epoch)
         self.manager.wait()
         self.manager.close()
-        self._sigterm.uninstall()
-        msg = (f"SIGTERM: saved checkpoint {os.path.join(self.directory, str(global_step))} (epoch "
-               f"{epoch + 1}, step {step_in_epoch}); rerun the same command to resume")
+        self._stop.uninstall()
+        self._raise_stop(signum, global_step, epoch, step_in_epoch)
+
+    def _raise_stop(self, signum: int, global_step: int, epoch: int, step_in_epoch: int) -> None:
+        where = os.path.join(self.directory, str(global_step))
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+        msg = (f"{name}: saved checkpoint {where} (epoch {epoch + 1}, step {step_in_epoch}); rerun the "
+               "same command to resume")
         say(msg)
-        raise Preempted(msg)
+        raise (Preempted if signum == signal.SIGTERM else Interrupted)(msg, checkpoint=where)
