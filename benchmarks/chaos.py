@@ -15,8 +15,8 @@ where; `--json FILE` writes the record.
 The worker (`chaos.py worker WORKDIR ...`) is N1 (`mnist_cnn`, with dense dropout so the
 random state matters) on the first `--images` MNIST training images, batch `--batch`, a
 checkpoint every 3 steps and at epoch ends, TensorBoard, a CSV log, EarlyStopping and
-ReduceLROnPlateau on. It prints a marker line before each phase (BEGIN, STEP n, SAVE n,
-SAVED n, EPOCH_END e, EVALUATE, DONE), which the driver uses to aim kills and name where
+ReduceLROnPlateau on. It prints a marker line before each phase (IMPORTED, BEGIN, STEP n,
+SAVE n, SAVED n, VALIDATE e, EPOCH_END e, EVALUATE, DONE), which the driver uses to aim kills and name where
 they landed.
 """
 
@@ -39,15 +39,16 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+T0 = time.perf_counter()
 KINDS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 
 
 # -- the worker: one training process ---------------------------------------------------------------
 def worker(args) -> None:
-    import jax
+    import jax  # noqa: I001 (the worker's imports are its start-up, timed)
     import numpy as np
 
-    from jaxcnn.checkpoint import CheckpointCallback, TrainingStopped
+    from jaxcnn.checkpoint import CheckpointCallback, TrainingStopped, exit_on_stop
     from jaxcnn.checkpoint import manager as manager_module
     from jaxcnn.data import load_dataset
     from jaxcnn.models import get_model
@@ -77,10 +78,13 @@ def worker(args) -> None:
 
         def on_step_end(self, trainer, epoch, step):
             say(f"STEP {trainer.global_step}")
+            if step >= trainer.epoch_stop:
+                say(f"VALIDATE {epoch}")
 
         def on_epoch_logs(self, trainer, epoch, logs):
             say(f"EPOCH_END {epoch}")
 
+    say(f"IMPORTED {time.perf_counter() - T0:.1f}s")
     ds = load_dataset("mnist").take(args.images, args.test_images)
     w = args.workdir
     trainer = Trainer(get_model("mnist_cnn", dense_dropout=0.25), ds.input_shape, optimizer="adam", seed=0,
@@ -90,12 +94,13 @@ def worker(args) -> None:
                  Markers(), TensorBoard(os.path.join(w, "tensorboard"), images=4),
                  CSVLogger(os.path.join(w, "log.csv")), EarlyStopping("val_loss", patience=args.epochs),
                  ReduceLROnPlateau("val_loss", factor=0.5, patience=1, min_delta=1e9)]
-    try:
-        trainer.fit(ds.x_train, ds.y_train, epochs=args.epochs, batch_size=args.batch, verbose=0, log_every=2,
-                    validation_data=(ds.x_test, ds.y_test), callbacks=callbacks, steps_per_call=4)
-    except TrainingStopped as e:
-        say(f"STOPPED {type(e).__name__}")
-        raise
+    with exit_on_stop():  # SIGTERM / Ctrl-C: checkpoint saved, exit 143 / 130 without a traceback
+        try:
+            trainer.fit(ds.x_train, ds.y_train, epochs=args.epochs, batch_size=args.batch, verbose=0, log_every=2,
+                        validation_data=(ds.x_test, ds.y_test), callbacks=callbacks, steps_per_call=4)
+        except TrainingStopped as e:
+            say(f"STOPPED {type(e).__name__}")
+            raise
     say("EVALUATE")
     test = trainer.evaluate(ds.x_test, ds.y_test, batch_size=args.batch)
     leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(trainer.state.params))[0]
@@ -130,12 +135,16 @@ def _phase(last: str | None, saving: set) -> str:
     if last is None:
         return "start-up"
     word = last.split()[0]
-    return {"BEGIN": "step", "STEP": "step", "SAVE": "save", "SAVED": "step", "EPOCH_END": "epoch end",
+    return {"IMPORTED": "start-up", "BEGIN": "step", "STEP": "step", "SAVE": "save", "SAVED": "step",
+            "VALIDATE": "validation", "EPOCH_END": "epoch end",
             "EVALUATE": "final evaluation", "STOPPED": "stopping", "DONE": "exit"}.get(word, word)
 
 
-def _attempt(args, env, workdir, rng, kill: str | None):
+def _attempt(args, env, workdir, rng, kill: str | None, kills_left: int = 0):
     """One start of the worker; with `kill`, a signal at a random moment.
+
+    `kills_left`: the kills still to come, so that a run near its end is killed early in each
+    start (it must not finish before the last kill).
 
     Returns (exit status, where the kill landed or None, stdout, stderr).
     """
@@ -147,10 +156,11 @@ def _attempt(args, env, workdir, rng, kill: str | None):
     threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True).start()
     # Aim: a random moment of start-up, after a random number of markers (steps, saves, epoch
     # ends), or a few milliseconds after the next save starts.
-    aim = rng.choice(["start-up", "markers", "markers", "save"]) if kill else None
-    markers_left = rng.randint(0, 6)
+    aim = rng.choice(["start-up", "steps", "steps", "save"]) if kill else None
+    steps_ahead, fire_at = rng.randint(0, 6), None
+    total = args.epochs * (args.images // args.batch)
     deadline = time.monotonic() + rng.uniform(0.5, 8.0) if aim == "start-up" else None
-    last, saving, phase, out = None, set(), None, []
+    last, saving, phase, out, after, resent = None, set(), None, [], 0, 0
     while True:
         try:
             line = lines.get(timeout=0.02)
@@ -165,13 +175,25 @@ def _attempt(args, env, workdir, rng, kill: str | None):
                 saving.add(line.split()[1])
             elif line.startswith("SAVED "):
                 saving.discard(line.split()[1])
+        if kill and phase is not None and line.startswith("STEP "):
+            # Still training well after the signal: a Ctrl-C in start-up can be swallowed
+            # (Python drops a KeyboardInterrupt raised inside a garbage-collector callback).
+            after += 1
+            if after == 5 and proc.poll() is None:
+                resent += 1
+                proc.send_signal(KINDS[kill])
         if not kill or phase is not None:
             continue
         fire = deadline is not None and time.monotonic() >= deadline
         if line:
             last = line
-            markers_left -= aim == "markers"
-            fire = fire or (aim == "markers" and markers_left < 0) or (aim == "save" and line.startswith("SAVE "))
+            if line.startswith("BEGIN "):  # the step this start resumes from
+                begun = int(line.split()[1])
+                near_end = total - begun < 3 * kills_left
+                fire_at = begun + (0 if near_end else steps_ahead)
+                aim = "steps" if near_end and aim == "save" else aim
+            at_step = line.startswith("STEP ") and fire_at is not None and int(line.split()[1]) > fire_at
+            fire = fire or (aim == "steps" and at_step) or (aim == "save" and line.startswith("SAVE "))
             if fire and aim == "save":
                 time.sleep(rng.uniform(0.0, 0.05))
         if fire and proc.poll() is None:
@@ -183,6 +205,8 @@ def _attempt(args, env, workdir, rng, kill: str | None):
         proc.kill()
         raise RuntimeError(f"the worker hung after {kill}:\n{''.join(err_lines)[-3000:]}")
     time.sleep(0.05)  # the stderr reader's last lines
+    if resent:
+        phase += " (swallowed, sent again)"
     return proc.returncode, phase, "\n".join(out), "".join(err_lines)
 
 
@@ -250,7 +274,7 @@ def chaos(args, log=print) -> dict:
     t1 = time.perf_counter()
     while True:
         kind = rng.choice(list(KINDS)) if len(kills) < args.kills else None
-        rc, phase, out, err = _attempt(args, env, run, rng, kind)
+        rc, phase, out, err = _attempt(args, env, run, rng, kind, args.kills - len(kills))
         starts += 1
         if kind and phase is not None:
             kills.append((kind, phase, rc))

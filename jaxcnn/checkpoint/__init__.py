@@ -28,6 +28,7 @@ from jaxcnn.checkpoint.errors import (SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Check
                                       CheckpointNotFoundError, Interrupted, Preempted, TrainingStopped)
 from jaxcnn.checkpoint.integrity import CHECKSUMS_FILE, file_checksums, verify_checksums, write_checksums
 from jaxcnn.checkpoint.manager import FORMAT_VERSION, CheckpointManager, load_weights, state_tree
+from jaxcnn.checkpoint.preemption import exit_on_stop
 from jaxcnn.checkpoint.shapes import shape_differences
 from jaxcnn.checkpoint.weights import (read_metadata, restore_params, restore_variables, save_params,
                                        save_variables)
@@ -36,6 +37,7 @@ __all__ = [
     "CHECKSUMS_FILE", "FORMAT_VERSION", "LOG_FILE", "SIGINT_EXIT_CODE", "SIGTERM_EXIT_CODE", "CheckpointCallback",
     "CheckpointCorruptError", "CheckpointError", "CheckpointFormatError", "CheckpointIOError",
     "CheckpointManager", "CheckpointMismatchError", "CheckpointNotFoundError", "Interrupted", "Preempted",
+    "exit_on_stop",
     "file_checksums", "load_weights", "read_metadata", "restore_params", "restore_variables",
     "save_params", "save_variables", "shape_differences", "state_tree", "TrainingStopped", "verify_checksums",
     "write_checksums",

@@ -8,12 +8,16 @@ Ctrl-C into SIGTERM for every process).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 import threading
 
 import jax
 from jax.experimental import multihost_utils
+
+from jaxcnn.checkpoint.errors import TrainingStopped
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -76,3 +80,24 @@ def preempted(flag: StopFlag, step: int) -> int | None:
         return signal.SIGTERM if multihost_utils.reached_preemption_sync_point(step) else None
     except RuntimeError:  # no preemption service (jax.distributed not initialized with it)
         return None
+
+
+class exit_on_stop(contextlib.ContextDecorator):
+    """For scripts: a run stopped by SIGTERM or Ctrl-C (checkpoint saved, its message printed)
+    ends the process with 143 / 130 and no traceback, as a shell and a scheduler expect.
+
+        with jaxcnn.checkpoint.exit_on_stop():        # or @exit_on_stop() on main()
+            trainer.fit(x, y, callbacks=[CheckpointCallback("ckpt")])
+
+    Without it `Preempted` already exits 143 quietly (it is a SystemExit); `Interrupted` is a
+    KeyboardInterrupt, which Python reports with a traceback and status 1.
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, TrainingStopped):
+            sys.stdout.flush()
+            raise SystemExit(exc.exit_code) from None
+        return False

@@ -133,6 +133,7 @@ class Trainer:
         self.stop_training = False
         self.global_step = 0  # the host's copy of state.step while fit runs (no device sync)
         self.steps_per_epoch: int | None = None
+        self.epoch_stop: int | None = None
         self.fit_info: dict = {}
         self.road: str | None = None  # the name of the last fit's road ("device" | "pipeline")
         self.feed = None  # the last fit's input feed (jaxcnn.train.feeds); the device road reuses it
@@ -312,6 +313,7 @@ class Trainer:
     def _run_epoch(self, road, epoch, start, stop, sums, cbs, progress, log_every) -> dict:
         """One epoch's steps [start, stop) over the feed's chunks: the one training loop."""
         self._epoch_sums, self._pending = sums, []
+        self.epoch_stop = stop  # the step this epoch's training ends at (then its end: validation, logs)
         cbs.on_epoch_begin(self, epoch)
         progress.begin(epoch, start)
         for first, last, payload in road.train_chunks(epoch, start, stop):

@@ -76,6 +76,7 @@ class CheckpointCallback(Callback):
         self.best: dict | None = None  # {"step", "epoch", "value"} of the best epoch so far
         self._stop = StopFlag()
         self._last_saved = None
+        self._due_at_epoch_end = False  # a step interval ended on the epoch's last step
         self._step = 0  # the global step at the last hook
 
     # hooks
@@ -91,6 +92,7 @@ class CheckpointCallback(Callback):
             raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
                                   f"{self.manager.all_steps()}) and resume=False: use another directory")
         self._step = int(trainer.state.step)  # the loop's position derives from it, resumed or not
+        self._due_at_epoch_end = False
         trainer.resumable = self.resume  # the run's writers (TensorBoard, CSV) follow the checkpoints
         if jax.process_count() == 1:  # with several, JAX's preemption service owns SIGTERM
             self._stop.install()
@@ -99,10 +101,15 @@ class CheckpointCallback(Callback):
         # The pipeline road calls this after every step, the device road after each chunk of
         # steps: save once an `every_n_steps` boundary of the global step is crossed.
         before, self._step = self._step, trainer.global_step
+        crossed = bool(self.every_n_steps) and self._step // self.every_n_steps > before // self.every_n_steps
+        if step >= (getattr(trainer, "epoch_stop", None) or trainer.steps_per_epoch):
+            # The epoch's last step: its end (validation, the epoch's logs) is still to come, so a
+            # checkpoint here would skip it on resume; on_epoch_end saves (and stops) instead.
+            self._due_at_epoch_end = self._due_at_epoch_end or crossed
+            return
         if preempted(self._stop, self._step):
             self._preempt(trainer, epoch, step)
-        if (self.every_n_steps and self._step // self.every_n_steps > before // self.every_n_steps
-                and not (self.save_on_epoch_end and step == trainer.steps_per_epoch)):
+        if crossed:
             self._save(trainer, epoch, step)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
@@ -114,8 +121,9 @@ class CheckpointCallback(Callback):
             if better:
                 self.best = {"step": trainer.global_step, "epoch": epoch + 1, "value": value,
                              "metric": self.best_metric, "mode": self.best_mode}
-        preempted_now = self._stop.flag
-        if self.save_on_epoch_end or preempted_now:
+        preempted_now = preempted(self._stop, trainer.global_step)
+        due, self._due_at_epoch_end = self._due_at_epoch_end, False
+        if self.save_on_epoch_end or preempted_now or due:
             self._save(trainer, epoch + 1, 0, metrics={k: float(v) for k, v in logs.items()})
         if preempted_now:
             self._preempt(trainer, epoch + 1, 0)
