@@ -189,11 +189,12 @@ def _attempt(args, env, workdir, rng, kill: str | None, kills_left: int = 0):
             last = line
             if line.startswith("BEGIN "):  # the step this start resumes from
                 begun = int(line.split()[1])
-                near_end = total - begun < 3 * kills_left
-                fire_at = begun + (0 if near_end else steps_ahead)
-                aim = "steps" if near_end and aim == "save" else aim
+                fire_at = begun + steps_ahead
+                if total - begun < 3 * kills_left:  # near the end: kill at the next marker
+                    aim = "next"
             at_step = line.startswith("STEP ") and fire_at is not None and int(line.split()[1]) > fire_at
-            fire = fire or (aim == "steps" and at_step) or (aim == "save" and line.startswith("SAVE "))
+            fire = (fire or (aim == "steps" and at_step) or (aim == "save" and line.startswith("SAVE "))
+                    or (aim == "next" and not line.startswith("BEGIN ")))
             if fire and aim == "save":
                 time.sleep(rng.uniform(0.0, 0.05))
         if fire and proc.poll() is None:

@@ -158,10 +158,13 @@ class CheckpointCallback(Callback):
                     f"run with {key}={loop[key]}, this run has {key}={have}: the data order would differ. "
                     "Use the same settings, or another directory for a new run.")
         sums = loop.get("epoch_sums") if loop["step_in_epoch"] else None
+        states = dict(loop.get("callbacks") or {})
+        for key, arrays in (loop.get("callback_arrays") or {}).items():
+            states[key] = {**states.get(key, {}), "arrays": arrays}
         trainer.restore_run(state, history=loop.get("history", {}),
                             epoch_sums=None if sums is None else {k: np.asarray(v, np.float64)
                                                                   for k, v in sums.items()},
-                            callback_states=loop.get("callbacks"))
+                            callback_states=states)
         self.best = loop.get("best")
         self.resumed_from = self._last_saved = int(loop["global_step"])
         if self.verbose:
@@ -178,8 +181,11 @@ class CheckpointCallback(Callback):
                 "epoch_sums": _epoch_sums_json(trainer.epoch_metric_sums()) if step_in_epoch else None,
                 "history": dict(trainer.history), "best": self.best, "saved_at": time.time(),
                 "callbacks": trainer.callbacks.get_states(trainer) if hasattr(trainer, "callbacks") else {}}
+        # A callback state's "arrays" (a pytree: EarlyStopping's best weights) go in the checkpoint's
+        # array item, the rest in the loop state's JSON.
+        arrays = {key: st.pop("arrays") for key, st in loop["callbacks"].items() if "arrays" in st}
         self.manager.save(global_step, trainer.state, json.loads(json.dumps(loop, default=float)),
-                          metrics=metrics)
+                          metrics=metrics, arrays=arrays)
         self._last_saved = global_step
         return global_step
 

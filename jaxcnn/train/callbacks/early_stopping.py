@@ -27,17 +27,22 @@ class EarlyStopping(Callback):
         self.best_step = None  # the global step at the best epoch's end
 
     def get_state(self, trainer) -> dict:
-        """What a checkpoint keeps (the best epoch's weights excepted: see `set_state`)."""
-        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
-                "stopped_epoch": self.stopped_epoch, "best_step": self.best_step}
+        """What a checkpoint keeps; `arrays`: the best epoch's weights (`restore_best_weights`)."""
+        state = {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                 "stopped_epoch": self.stopped_epoch, "best_step": self.best_step}
+        if self._best_state is not None:
+            state["arrays"] = self._best_state
+        return state
 
     def set_state(self, trainer, state: dict) -> None:
         self.wait, self.best = state["wait"], state["best"]
         self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
         self.best_step = state.get("best_step")
-        if self.restore_best_weights and self.best_epoch is not None:
-            # The checkpoint holds the run's weights, not the best epoch's: exact when it was
-            # written at the best epoch's end; else the resumed ones stand in for them.
+        if state.get("arrays") is not None:
+            self._best_state = state["arrays"]
+        elif self.restore_best_weights and self.best_epoch is not None:
+            # A checkpoint without the best weights (restore_best_weights was off when it was
+            # written): exact at the best epoch's end; else the resumed ones stand in for them.
             if self.best_step != trainer.global_step:
                 logger.warning("EarlyStopping: resumed without the weights of best epoch %d; "
                                "restore_best_weights will use the weights of a later best epoch, "
