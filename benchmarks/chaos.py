@@ -175,11 +175,12 @@ def _attempt(args, env, workdir, rng, kill: str | None, kills_left: int = 0):
                 saving.add(line.split()[1])
             elif line.startswith("SAVED "):
                 saving.discard(line.split()[1])
-        if kill and phase is not None and line.startswith("STEP "):
-            # Still training well after the signal: a Ctrl-C in start-up can be swallowed
-            # (Python drops a KeyboardInterrupt raised inside a garbage-collector callback).
-            after += 1
-            if after == 5 and proc.poll() is None:
+        if kill and phase is not None and line and not resent:
+            # Still going after the signal (a stop comes at the first step end after it): a
+            # Ctrl-C in start-up can be swallowed (Python drops a KeyboardInterrupt raised inside
+            # a garbage-collector callback). Send it again.
+            after += line.startswith("STEP ")
+            if (after >= 2 or line.startswith(("BEGIN ", "EVALUATE"))) and proc.poll() is None:
                 resent += 1
                 proc.send_signal(KINDS[kill])
         if not kill or phase is not None:

@@ -519,3 +519,27 @@ def test_all_checkpoints_unreadable_is_an_error_then_a_fresh_start(reference, tm
     cb.on_train_begin(sgd_trainer)  # the directory is usable again: a fresh start
     cb.on_train_end(sgd_trainer)
     assert cb.resumed_from is None and steps_on_disk(tmp_path) == []
+
+
+def test_tensorboard_logs_are_cut_back_to_the_step_a_run_resumes_from(tmp_path):
+    # What a killed process leaves: per-step scalars past its last checkpoint (step 6), an epoch
+    # scalar of an epoch the checkpoint does not hold, and a record torn by the kill.
+    from jaxcnn.train.callbacks import SummaryWriter
+
+    logdir = str(tmp_path / "train")
+    w = SummaryWriter(logdir)
+    w.text("model", "summary", 0)
+    for step in range(2, 11, 2):
+        w.scalar("batch_loss", float(step), step)
+    w.scalar("epoch_loss", 1.5, 0)
+    w.scalar("epoch_loss", 2.5, 1)
+    w.close()
+    with open(w.path, "ab") as f:
+        f.write(b"\x30\x00\x00\x00\x00\x00\x00\x00torn")
+    assert tb_events.cut_back(logdir, step=6, epochs=1) == 3  # steps 8 and 10, epoch 1 (and the torn tail)
+    assert tb_events.scalars(logdir) == {("batch_loss", 2): [2.0], ("batch_loss", 4): [4.0],
+                                         ("batch_loss", 6): [6.0], ("epoch_loss", 0): [1.5]}
+    assert len(tb_events.read_records(w.path)) == 6  # and the file-version record and the text
+    assert tb_events.cut_back(logdir, step=6, epochs=1) == 0 and os.listdir(logdir) == [os.path.basename(w.path)]
+    tb_events.cut_back(logdir, step=0, epochs=0)  # a run that starts over: nothing of the old one
+    assert tb_events.scalars(logdir) == {} and len(tb_events.read_records(w.path)) == 1
