@@ -191,7 +191,7 @@ def _attempt(args, env, workdir, rng, kill: str | None, kills_left: int = 0):
             if line.startswith("BEGIN "):  # the step this start resumes from
                 begun = int(line.split()[1])
                 fire_at = begun + steps_ahead
-                if total - begun < 3 * kills_left:  # near the end: kill at the next marker
+                if total - begun < 2 * kills_left and aim == "steps":  # near the end: at the next marker
                     aim = "next"
             at_step = line.startswith("STEP ") and fire_at is not None and int(line.split()[1]) > fire_at
             fire = (fire or (aim == "steps" and at_step) or (aim == "save" and line.startswith("SAVE "))

@@ -1,4 +1,4 @@
-"""The chaos run (benchmarks/chaos.py) in the slow tier: N1 on 600 MNIST images for 3 epochs
+"""The chaos run (benchmarks/chaos.py) in the slow tier: N1 on 800 MNIST images for 3 epochs
 on the device road over 2 fake devices, killed at least 20 times at random moments (SIGKILL,
 SIGTERM, SIGINT; in start-up, steps, saves, validation, the final evaluation) and restarted;
 the finished run equals the uninterrupted one bitwise (params, test metrics, history.json, the
@@ -21,7 +21,7 @@ _spec.loader.exec_module(chaos)
 
 @pytest.mark.slow
 def test_killed_20_times_the_run_still_equals_the_uninterrupted_one_bitwise(tmp_path, data_dir, capsys):
-    args = ["--kills", "20", "--road", "device", "--devices", "2", "--images", "600", "--test-images", "200",
+    args = ["--kills", "20", "--road", "device", "--devices", "2", "--images", "800", "--test-images", "200",
             "--epochs", "3", "--batch", "50", "--seed", "30", "--workdir", str(tmp_path), "--json",
             str(tmp_path / "chaos.json")]
     code = chaos.main(args)

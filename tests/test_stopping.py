@@ -63,7 +63,8 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("sig, stopped", [(signal.SIGINT, checkpoint.Interrupted),
-                                          (signal.SIGTERM, checkpoint.Preempted)])
+                                          # the fast tier's SIGTERM: test_checkpoint.py's worker
+                                          pytest.param(signal.SIGTERM, checkpoint.Preempted, marks=pytest.mark.slow)])
 def test_a_signal_saves_then_raises_and_the_rerun_resumes_bitwise(sig, stopped, tmp_path, uninterrupted):
     # Step 10: mid-epoch 3, after ReduceLROnPlateau lowered the rate (its state is saved too).
     with pytest.raises(stopped) as e:
