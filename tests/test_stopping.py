@@ -129,10 +129,25 @@ def test_a_users_script_stopped_by_a_signal_exits_cleanly_and_resumes_bitwise(si
     assert re.search(rf"{name}: saved checkpoint \S+/checkpoints/{saved} ", err), err[-3000:]
     if sig == signal.SIGTERM:  # SIGTERM's default made clean: status 143, no traceback
         assert proc.returncode == checkpoint.SIGTERM_EXIT_CODE and "Traceback" not in err, err[-3000:]
-    else:  # Ctrl-C: Python's KeyboardInterrupt (killed by SIGINT: 130 in a shell)
-        assert proc.returncode in (-signal.SIGINT, checkpoint.SIGINT_EXIT_CODE), err[-3000:]
-        assert "Interrupted: Ctrl-C (SIGINT): saved checkpoint" in err, err[-3000:]
+    else:  # Ctrl-C: a KeyboardInterrupt, uncaught: Python's traceback and status 1 (exit_on_stop: 130)
+        assert proc.returncode == 1, err[-3000:]
+        assert "jaxcnn.checkpoint.errors.Interrupted: Ctrl-C (SIGINT): saved checkpoint" in err, err[-3000:]
     assert not glob.glob(str(tmp_path / "checkpoints" / "*orbax-checkpoint-tmp*"))
     out, err = _script(tmp_path, script_env).communicate(timeout=600)
     assert "DONE" in out and f"checkpoints/{saved}: epoch 2" in err, err[-3000:]
     assert_same_run(tmp_path, script_reference)
+
+
+def test_exit_on_stop_ends_a_script_with_the_signals_status_and_nothing_else():
+    @checkpoint.exit_on_stop()
+    def main(exc):
+        raise exc
+
+    for exc, code in [(checkpoint.Interrupted("Ctrl-C"), 130), (checkpoint.Preempted("SIGTERM"), 143)]:
+        with pytest.raises(SystemExit) as e:
+            main(exc)
+        assert e.value.code == code and e.value.__cause__ is None and type(e.value) is SystemExit
+    with pytest.raises(ValueError), checkpoint.exit_on_stop():
+        raise ValueError("not a stop")
+    with pytest.raises(KeyboardInterrupt), checkpoint.exit_on_stop():  # a plain Ctrl-C (no checkpoint)
+        raise KeyboardInterrupt
