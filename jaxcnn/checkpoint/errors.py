@@ -78,7 +78,8 @@ class Preempted(TrainingStopped, SystemExit):
 class Interrupted(TrainingStopped, KeyboardInterrupt):
     """Ctrl-C (SIGINT): the checkpoint is written, then a `KeyboardInterrupt`, as Python does on
     Ctrl-C (a script's `except KeyboardInterrupt` keeps working; a notebook shows it as usual;
-    uncaught, the process ends with 130). The CLI exits 130 with one line."""
+    uncaught, Python prints its traceback and exits 1: `exit_on_stop` makes that 130 and quiet).
+    The CLI exits 130 with one line."""
 
     exit_code = SIGINT_EXIT_CODE
 
