@@ -215,9 +215,13 @@ def _attempt(args, env, workdir, rng, kill: str | None, kills_left: int = 0):
 
 
 def _scalars(workdir):
+    """Every TensorBoard scalar but the wall-clock ones (step time, input wait, images/s)."""
     from jaxcnn.train.callbacks import tb_events
+    from jaxcnn.train.callbacks.timing import TIMING_KEYS
 
-    return {run: tb_events.scalars(os.path.join(workdir, "tensorboard", run)) for run in ("train", "validation")}
+    wall = {f"epoch_{k}" for k in TIMING_KEYS}
+    return {run: {k: v for k, v in tb_events.scalars(os.path.join(workdir, "tensorboard", run)).items()
+                  if k[0] not in wall} for run in ("train", "validation")}
 
 
 def _compare(run, ref) -> list[str]:

@@ -1,13 +1,15 @@
 """Run N local processes as one multi-host JAX job: rehearse a cluster run on one machine.
 
     jaxcnn launch --processes 2 --devices-per-process 2 -- train mnist_cnn --epochs 1
-    jaxcnn launch --processes 2 -- path/to/script.py ARGS      # any script that calls
-                                                               # jaxcnn.parallel.initialize()
+    jaxcnn launch --processes 2 -- path/to/script.py ARGS      # a script that builds a Trainer
 
 Each process gets JAXCNN_COORDINATOR (localhost, a free port), JAXCNN_NUM_PROCESSES,
-JAXCNN_PROCESS_ID, JAX_PLATFORMS=cpu and XLA_FLAGS with K fake CPU devices. Their output is
-streamed line by line, prefixed with `[i]`. If one process fails, the others are stopped and
-the launch returns its exit status.
+JAXCNN_PROCESS_ID, JAX_PLATFORMS=cpu and XLA_FLAGS with K fake CPU devices; from them jaxcnn
+joins the processes into one jax.distributed job before first use (`Trainer`, any strategy:
+`jaxcnn.parallel.auto_initialize`), so a script needs no start-up code of its own. Their output
+is streamed line by line, prefixed with `[i]`, without the libraries' start-up noise
+(`jaxcnn.quiet`; `quiet=False` keeps it). If one process fails, the others are stopped and the
+launch returns its exit status.
 
 SIGTERM or SIGINT (Ctrl-C) to the launcher is forwarded to every process as SIGTERM, which makes
 a training run write a checkpoint and exit; the launcher waits for them up to `grace` seconds,
@@ -26,6 +28,8 @@ import sys
 import threading
 import time
 
+from jaxcnn import quiet as quiet_output
+
 DEFAULT_GRACE = 120.0  # seconds the processes get to write their checkpoints after a signal
 
 
@@ -36,8 +40,9 @@ def free_port() -> int:
 
 
 def process_env(process_id: int, processes: int, devices_per_process: int, port: int,
-                base: dict | None = None) -> dict:
-    """The environment of local process `process_id` of a `processes`-process job."""
+                base: dict | None = None, verbose: bool = False) -> dict:
+    """The environment of local process `process_id` of a `processes`-process job (`verbose`:
+    jaxcnn commands in it show the libraries' start-up messages too)."""
     env = dict(os.environ if base is None else base)
     flags = [f for f in env.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
@@ -49,6 +54,8 @@ def process_env(process_id: int, processes: int, devices_per_process: int, port:
         "XLA_FLAGS": " ".join(flags + [f"--xla_force_host_platform_device_count={devices_per_process}"]),
         "PYTHONUNBUFFERED": "1",
     })
+    if verbose:
+        env[quiet_output.VERBOSE_ENV] = "1"
     return env
 
 
@@ -63,8 +70,10 @@ def command_for(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "jaxcnn.cli", *args]
 
 
-def _pump(stream, prefix: str, out) -> None:
+def _pump(stream, prefix: str, out, quiet: bool = True) -> None:
     for line in iter(stream.readline, ""):
+        if quiet and quiet_output.is_noise(line):
+            continue
         out.write(f"{prefix}{line if line.endswith(chr(10)) else line + chr(10)}")
         out.flush()
     stream.close()
@@ -110,13 +119,13 @@ _PRCTL = _load_prctl()
 
 def launch(args: list[str], processes: int, devices_per_process: int = 1, port: int | None = None,
            timeout: float | None = None, out=None, env: dict | None = None,
-           grace: float = DEFAULT_GRACE) -> int:
+           grace: float = DEFAULT_GRACE, quiet: bool = True) -> int:
     """Start `processes` local processes running `args`; 0 if all succeed, else the first failure's code.
 
     On a failure (non-zero exit) or `timeout` seconds, the remaining processes are terminated.
     On SIGTERM/SIGINT every process gets SIGTERM and up to `grace` seconds to save and exit;
     then the launch returns 128 + the signal number. `env` is the base environment (default:
-    this process's).
+    this process's). `quiet`: leave the libraries' start-up noise out of the output.
     """
     if processes < 1 or devices_per_process < 1:
         raise ValueError(f"need at least one process and one device each, got {processes} x {devices_per_process}")
@@ -130,11 +139,11 @@ def launch(args: list[str], processes: int, devices_per_process: int = 1, port: 
         try:
             for i in range(processes):
                 procs.append(subprocess.Popen(
-                    cmd, env=process_env(i, processes, devices_per_process, port, env), stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
+                    cmd, env=process_env(i, processes, devices_per_process, port, env, verbose=not quiet),
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
                     preexec_fn=_die_with_parent if _PRCTL is not None else None))
             for i, p in enumerate(procs):  # after the forks: no thread of ours runs during one
-                t = threading.Thread(target=_pump, args=(p.stdout, f"[{i}] ", out), daemon=True)
+                t = threading.Thread(target=_pump, args=(p.stdout, f"[{i}] ", out, quiet), daemon=True)
                 t.start()
                 threads.append(t)
             deadline = None if timeout is None else time.monotonic() + timeout

@@ -13,19 +13,24 @@ Two strategies share one step body (`jaxcnn.train.step.make_train_step`):
   `DataParallel`: checkpoints, evaluate/predict, resume and multi-host input need no second
   code path and no leading device axis. `pmap_step` gives the literal `jax.pmap` form.
 
-Multi-host: `initialize()` starts `jax.distributed` from flags or the environment; every
-process feeds its slice of each global batch and `put_batch` assembles the global array.
+Multi-host: `initialize()` starts `jax.distributed` from flags or the environment, and
+`auto_initialize()` does it before first use in a process that `jaxcnn launch` or a cluster
+launcher started; every process feeds its slice of each global batch and `put_batch`
+assembles the global array.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxcnn import errors
 
 AXIS = "data"
 
@@ -35,6 +40,7 @@ def make_mesh(devices=None) -> Mesh:
 
     Axis type Auto: under Explicit axes (`jax.make_mesh`'s new default) linen Dropout fails.
     """
+    auto_initialize()  # a launched process joins its job before JAX starts alone
     devices = np.asarray(jax.devices() if devices is None else devices)
     try:
         return Mesh(devices, (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
@@ -219,6 +225,14 @@ def unreplicate(tree):
 
 
 # -- multi-host start-up ---------------------------------------------------------------------------
+class LaunchError(RuntimeError):
+    """A process started as one of several (by `jaxcnn launch` or a cluster launcher) that cannot join
+    the others: it would otherwise train alone, a separate job writing the same files."""
+
+
+_OFF = ("0", "false", "no", "off")
+
+
 def _env_int(name):
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
@@ -231,12 +245,91 @@ def _cluster_detected() -> bool:
         return True
     if env.get("JAX_COORDINATOR_ADDRESS"):
         return True
-    if "SLURM_JOB_ID" in env and "SLURM_STEP_NODELIST" in env and (_env_int("SLURM_NTASKS") or 1) > 1:
-        return True
-    if (_env_int("OMPI_COMM_WORLD_SIZE") or 1) > 1:
-        return True
+    return (_cluster_size() or 1) > 1
+
+
+def _cluster_size() -> int | None:
+    """The process count a cluster launcher announces (SLURM srun, Open MPI, multi-host TPU)."""
+    env = os.environ
+    if "SLURM_JOB_ID" in env and "SLURM_STEP_NODELIST" in env:
+        return _env_int("SLURM_NTASKS") or 1
+    if _env_int("OMPI_COMM_WORLD_SIZE"):
+        return _env_int("OMPI_COMM_WORLD_SIZE")
     hosts = env.get("TPU_PROCESS_ADDRESSES") or env.get("TPU_WORKER_HOSTNAMES") or ""
-    return "," in hosts
+    return len(hosts.split(",")) if hosts else None
+
+
+def _launched() -> bool:
+    """Started as one of a job's processes: by `jaxcnn launch` or a cluster launcher JAX reads."""
+    if os.environ.get("JAXCNN_DISTRIBUTED", "").lower() in _OFF:
+        return False
+    return bool(os.environ.get("JAXCNN_COORDINATOR") or os.environ.get("JAXCNN_NUM_PROCESSES")) or _cluster_detected()
+
+
+def launched_processes() -> int | None:
+    """How many processes the launcher of this one started: JAXCNN_NUM_PROCESSES (`jaxcnn launch`),
+    else a detected cluster's count; None when not launched, JAXCNN_DISTRIBUTED=0, or only JAX
+    can tell (JAX_COORDINATOR_ADDRESS, JAXCNN_DISTRIBUTED=1)."""
+    if not _launched():
+        return None
+    n = _env_int("JAXCNN_NUM_PROCESSES")
+    return n if n is not None else _cluster_size()
+
+
+def _backend_started() -> bool:
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # another jax: assume not, jax.distributed will say so
+        return False
+
+
+def _one_line_if_uncaught() -> None:
+    """An uncaught LaunchError ends the script with its one line, as the command line shows errors
+    (JAXCNN_DEBUG=1: the traceback). Other exceptions are shown as before."""
+    previous = sys.excepthook
+    if getattr(previous, "_jaxcnn_launch", False):
+        return
+
+    def hook(kind, exc, tb):
+        if isinstance(exc, LaunchError) and not errors.debug_requested():
+            print(f"jaxcnn: error: {exc}", file=sys.stderr)
+        else:
+            previous(kind, exc, tb)
+
+    hook._jaxcnn_launch = True
+    sys.excepthook = hook
+
+
+def _too_late(expected) -> LaunchError:
+    _one_line_if_uncaught()
+    who = (f"process {os.environ['JAXCNN_PROCESS_ID']} of {expected}" if os.environ.get("JAXCNN_PROCESS_ID")
+           else f"one of {expected or 'several'} processes")
+    return LaunchError(
+        f"this process was launched as {who}, but JAX started alone (process 0 of 1) before jaxcnn "
+        "could join the job: call jaxcnn.parallel.initialize() at the top of the script, before any "
+        "JAX call (jax.devices(), jnp arrays, jax.random keys), or set JAXCNN_DISTRIBUTED=0 to run "
+        "separate jobs on purpose")
+
+
+def auto_initialize() -> bool:
+    """Join the launcher's job if this process was launched as one of several; True if joined.
+
+    What `Trainer` and every strategy (mesh) call first, so that a script run by `jaxcnn launch`,
+    srun or mpirun joins `jax.distributed` without calling `initialize()` itself. A launched
+    process whose JAX already started alone raises `LaunchError` naming the fix; it never
+    trains as a separate job. JAXCNN_DISTRIBUTED=0 turns joining off.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    if not _launched() or launched_processes() == 1:
+        return False
+    if _backend_started():
+        if jax.process_count() == 1:
+            raise _too_late(launched_processes())
+        return False  # joined by other means (an already-initialized multi-process runtime)
+    return initialize()
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -247,7 +340,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     JAXCNN_PROCESS_ID (set by `jaxcnn launch`). Without them, clusters that JAX detects by itself
     are used: SLURM (srun with more than one task), Open MPI, multi-host Cloud TPU, an explicit
     JAX_COORDINATOR_ADDRESS, or JAXCNN_DISTRIBUTED=1 to force JAX's auto-detection (e.g. TPU pods
-    and Kubernetes). Call it before anything else touches JAX's devices. Idempotent.
+    and Kubernetes). Call it before anything else touches JAX's devices (`Trainer` and the
+    strategies call `auto_initialize()`, which calls this). Idempotent.
     """
     if jax.distributed.is_initialized():
         return True
@@ -267,6 +361,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             raise ValueError(f"process id {process_id} is not in 0..{num_processes - 1}")
     elif not _cluster_detected():
         return False
+    if _backend_started():  # jax.distributed would refuse with a message that names no fix
+        raise _too_late(num_processes or _cluster_size())
     # CPU processes exchange collectives over gloo (harmless on GPU/TPU hosts).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs = {}

@@ -3,12 +3,15 @@
     predictor = jaxcnn.predict.load_predictor("runs/mnist_cnn")
     probs = predictor.predict(images)                   # uint8 or float NHWC, as the run trained
     rows = predictor.predict_files(["digit.png", "more_digits/"], top_k=3)
+    trainer = jaxcnn.load("runs/mine")                  # a Trainer: predict, evaluate, fit on, save
 
 The run's model card (`model.json`, jaxcnn.model_card) names the model, its input shape and
 scaling and the class names; the weights come from `workdir/params` (the final ones), or from a
-checkpoint: the best by the metric the run tracked, the latest, or a step. Files are decoded
+checkpoint: the best by the metric the run tracked, the latest, or a step. Any run folder works:
+an experiment's, or one a user's Trainer wrote (`trainer.save(workdir)`). Files are decoded
 with Pillow, resized to the input size with the training loader's own rule (TensorFlow bilinear,
-rounded to uint8) and scaled like the training batches.
+rounded to uint8) and scaled like the training batches (once: a model that scales its own
+pixels gets them raw, jaxcnn.models.inputs).
 """
 
 from __future__ import annotations
@@ -139,8 +142,11 @@ class Predictor:
 
             arr = resize_images(arr[None].astype(np.uint8), (h, w))[0]
         if self.card.input_dtype == "float32":
-            # A float-input run (e.g. spectrograms) took its inputs unscaled: give it [0, 1] pixels.
-            arr = arr.astype(np.float32) / np.float32(255.0)
+            # A float-input run (e.g. spectrograms) took its inputs unscaled: give it [0, 1] pixels
+            # (0..255 to a model that scales its own).
+            arr = arr.astype(np.float32)
+            if not self.card.takes_raw_pixels:
+                arr = arr / np.float32(255.0)
         return arr
 
     def predict_files(self, paths: Sequence[str], top_k: int = 3, on_error: str = "list",
@@ -272,13 +278,32 @@ def load_predictor(workdir: str, checkpoint: str | int = "auto", batch_size: int
     the folder holds no model card or no weights.
     """
 
+    # Plain SGD carries no optimizer state: the Trainer is only the model, its weights and predict.
+    trainer, path, step = _load(workdir, checkpoint, optimizer="sgd", compute_dtype="f32")
+    return Predictor(trainer.card, trainer, path, step, batch_size=batch_size)
+
+
+def load(workdir: str, checkpoint: str | int = "auto", **trainer_kwargs) -> Trainer:
+    """`jaxcnn.load(WORKDIR)`: the run's model in a Trainer with its weights, ready to predict,
+    evaluate, fit on (fine-tune) and save; `trainer.card` is the run's model card.
+
+    Rebuilds whatever the card names in a fresh process (a registered model, a user's module by
+    import path or file, an imported Keras folder). `checkpoint` as in `load_predictor`;
+    `trainer_kwargs` go to `Trainer` (optimizer, learning_rate, metrics, ...; the loss, input
+    shape and input range are the run's).
+    """
+    return _load(workdir, checkpoint, **trainer_kwargs)[0]
+
+
+def _load(workdir: str, checkpoint: str | int, **trainer_kwargs):
+    """(Trainer with the run's weights and card, the weights' path, the step loaded)."""
     card = read_card(workdir)
     path, step = _weights_source(workdir, checkpoint)
-    # Plain SGD carries no optimizer state: the Trainer is only the model, its weights and predict.
-    trainer = Trainer(card.build_model(), card.input_shape, loss=card.loss, optimizer="sgd",
-                      compute_dtype="f32")
+    trainer_kwargs.setdefault("loss", card.loss)
+    trainer = Trainer(card.build_model(), card.input_shape, input_range=card.input_range, **trainer_kwargs)
     loaded = ckpt.load_weights(trainer, path, step=step)
-    return Predictor(card, trainer, path, loaded, batch_size=batch_size)
+    trainer.card = card
+    return trainer, path, loaded
 
 
 def write_csv(predictions: Sequence[Prediction], path) -> None:

@@ -6,6 +6,8 @@ predict and export agree on names and formats:
     workdir/config.json             the run record: {"config": {...}, "epochs_done": N}
     workdir/model.json              the model card (jaxcnn.model_card): what inference needs
     workdir/history.json            per-epoch metrics
+    workdir/timing.json             per-epoch step time, input wait, images/s (wall clock, kept
+                                    apart from the metrics; jaxcnn.train.callbacks.timing)
     workdir/metrics.json            test metrics, the evaluation report, device, timings
     workdir/params/                 the final weights (Orbax, jaxcnn.checkpoint.save_params)
     workdir/checkpoints/            checkpoints (jaxcnn.checkpoint); checkpoints_finetune/ for a
@@ -13,6 +15,7 @@ predict and export agree on names and formats:
     workdir/tensorboard/            TensorBoard event files (tensorboard_finetune/ likewise)
     workdir/curves.png, confusion.png, errors.png, filters.png, samples.png   figures
     workdir/export/                 `jaxcnn export`'s default output folder
+    workdir/.jaxcnn.lock            while a run trains here: its pid and host (jaxcnn.lock)
 
 JSON files are strict (no NaN/Infinity: non-finite numbers become null and are listed under
 `non_finite`) and written atomically (a temporary file, then os.replace). Only process 0 of a
@@ -34,9 +37,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxcnn.errors import UsageError
+from jaxcnn.lock import LOCK_FILE, FolderLock, NoLock
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
+TIMING_FILE = "timing.json"
 METRICS_FILE = "metrics.json"
 MODEL_CARD_FILE = "model.json"
 PARAMS_DIR = "params"
@@ -50,7 +55,8 @@ ERRORS_PNG = "errors.png"
 FILTERS_PNG = "filters.png"
 SAMPLES_PNG = "samples.png"
 # Fields a rerun may change without changing what the run computes (besides a longer --epochs).
-RERUN_FREE_FIELDS = ("description", "reported", "data_dir", "checkpoint_every_steps", "checkpoint_keep")
+RERUN_FREE_FIELDS = ("description", "reported", "data_dir", "checkpoint_every_steps", "checkpoint_keep",
+                     "profile")
 
 
 class NoTrainedModelError(FileNotFoundError):
@@ -102,9 +108,23 @@ def write_json(path: str, obj) -> str:
     return path
 
 
-def read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
+class RunFileError(UsageError):
+    """A run folder's JSON file is unreadable: damaged, or not what jaxcnn writes there."""
+
+
+def read_json(path: str, kind: type | None = None):
+    """The JSON value in `path`; RunFileError naming the file when it is not JSON (or not of `kind`)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        value = json.loads(raw.decode("utf8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError; deep nesting
+        raise RunFileError(f"{path}: not readable JSON ({type(e).__name__}: {e}): the file is damaged; "
+                           "restore it or move it away") from None
+    if kind is not None and not isinstance(value, kind):
+        raise RunFileError(f"{path}: holds a JSON {type(value).__name__}, not the {kind.__name__} jaxcnn "
+                           "writes there: the file is damaged; restore it or move it away")
+    return value
 
 
 # -- checks ------------------------------------------------------------------------------------------
@@ -152,6 +172,7 @@ class RunFolder:
 
     def __init__(self, workdir: str):
         self.workdir = os.fspath(workdir)
+        self._lock: FolderLock | NoLock | None = None
 
     def __repr__(self) -> str:
         return f"RunFolder({self.workdir!r})"
@@ -215,9 +236,10 @@ class RunFolder:
         return write_json(self.path(name), obj)
 
     def read_json(self, name: str, default=None):
-        """The file's contents, or `default` when there is no such file."""
+        """The file's contents (every record of a run folder is a JSON object), or `default` when there
+        is no such file; RunFileError when it is damaged."""
         path = self.path(name)
-        return read_json(path) if os.path.isfile(path) else default
+        return read_json(path, dict) if os.path.isfile(path) else default
 
     def write_history(self, history) -> str:
         return self.write_json(HISTORY_FILE, dict(history))
@@ -239,15 +261,43 @@ class RunFolder:
     def check(self) -> None:
         check_workdir(self.workdir)
 
+    def lock(self) -> "RunFolder":
+        """Take the workdir's lock (one live run per workdir; process 0 of a job holds it), or raise
+        `jaxcnn.lock.FolderBusyError` naming the run that holds it. `with folder.lock(): ...`
+        lets it go at the end (also on an exception; `unlock()` does the same)."""
+        if self._lock is None or not self._lock.held:
+            check_workdir(self.workdir)
+            self._lock = FolderLock(self.workdir, "workdir") if is_writer() else NoLock()
+            self._lock.acquire()
+        return self
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
     def move_aside(self, name: str = "") -> str | None:
-        """Move a non-empty folder to `WORKDIR.old-YYYYmmdd-HHMMSS` (--fresh); the new path, or None."""
+        """Move a non-empty folder to `WORKDIR.old-YYYYmmdd-HHMMSS` (--fresh); the new path, or None.
+        A lock this folder holds stays with the workdir (taken in the new folder before the old is let go)."""
         path = os.path.abspath(self.workdir)
-        if not (os.path.isdir(path) and os.listdir(path)):
+        if not (os.path.isdir(path) and set(os.listdir(path)) - {LOCK_FILE}):
             return None
         aside = f"{path.rstrip(os.sep)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         while os.path.exists(aside):
             aside += "-1"
         os.rename(path, aside)
+        if self._lock is not None and self._lock.held:
+            moved, self._lock = self._lock, FolderLock(self.workdir, "workdir")
+            moved.moved_to(aside)
+            try:
+                self._lock.acquire()
+            finally:
+                moved.release()
         print(f"{name}: --fresh: moved the previous run to {aside}", file=sys.stderr)
         return aside
 
@@ -257,10 +307,16 @@ class RunFolder:
         if not os.path.exists(path):
             return None
         try:
-            record = read_json(path)
-            return record["config"], int(record.get("epochs_done", 0))
-        except (ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"{path}: unreadable run record ({e}); pass --fresh to start over") from None
+            record = read_json(path, dict)
+            config = record["config"]
+            if not isinstance(config, dict):
+                raise TypeError("its config is not a JSON object")
+            return config, int(record.get("epochs_done", 0))
+        except RunFileError as e:
+            raise RunFileError(f"{e}; or pass --fresh to start over") from None
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
+            raise RunFileError(f"{path}: unreadable run record ({type(e).__name__}: {e}); pass --fresh to "
+                               "start over") from None
 
     @property
     def epochs_done(self) -> int:
@@ -272,7 +328,7 @@ class RunFolder:
         path = self.config_path
         if not is_writer() or not os.path.exists(path):
             return
-        record = read_json(path)
+        record = read_json(path, dict)
         if epochs > record.get("epochs_done", 0):
             record["epochs_done"] = epochs
             write_json(path, record)

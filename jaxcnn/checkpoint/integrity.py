@@ -92,8 +92,9 @@ def verify_checksums(root: str) -> bool:
     try:
         record = json.loads(raw)
         files = record["files"]
-        ok = _record_digest(files) == record["record_sha256"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        ok = (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())
+              and _record_digest(files) == record["record_sha256"])
+    except (ValueError, KeyError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
         ok = False
     if not ok:
         raise Corrupt(f"its checksum record {CHECKSUMS_FILE} is damaged")
@@ -102,4 +103,39 @@ def verify_checksums(root: str) -> bool:
             raise Corrupt(f"{rel} ({_what(rel)}) is missing")
         if digests[rel] != digest:
             raise Corrupt(f"{rel} ({_what(rel)}) does not match its checksum")
+    return True
+
+
+def file_record_path(path: str) -> str:
+    """Where a single file's checksum record lives: beside it, `NAME.jaxcnn_checksums.json`."""
+    return f"{path}.{CHECKSUMS_FILE}"
+
+
+def write_file_checksum(path: str) -> None:
+    """Write the sha256 of one file (an exported model) to its record beside it."""
+    files = {os.path.basename(path): _sha256(path)}
+    record = {"algorithm": "sha256", "files": files, "record_sha256": _record_digest(files)}
+    with open(file_record_path(path), "w") as f:
+        json.dump(record, f, indent=0, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def verify_file_checksum(path: str) -> bool:
+    """Check one file against its record beside it: False when there is none, `Corrupt` when the
+    file or the record differs from what was written."""
+    record_path = file_record_path(path)
+    if not os.path.exists(record_path):
+        return False
+    try:
+        with open(record_path, "rb") as f:
+            record = json.loads(f.read())
+        files = record["files"]
+        ok = _record_digest(files) == record["record_sha256"] and list(files) == [os.path.basename(path)]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise Corrupt(f"its checksum record {os.path.basename(record_path)} is damaged")
+    if _sha256(path) != files[os.path.basename(path)]:
+        raise Corrupt(f"{os.path.basename(path)} does not match its checksum")
     return True

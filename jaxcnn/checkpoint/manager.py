@@ -12,6 +12,7 @@ each step into `<step>.orbax-checkpoint-tmp` and renames it when complete, so a 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -47,6 +48,27 @@ def _check_complete(step_dir: str) -> None:
     missing = [item for item in ITEMS if not os.path.isdir(os.path.join(step_dir, item))]
     if missing:
         raise Corrupt(f"it holds no {' and no '.join(missing)} (an empty or partial save)")
+
+
+def _unreadable_steps(directory: str, e: Exception) -> Exception:
+    """What opening a folder whose step metadata Orbax cannot parse raises: CheckpointCorruptError
+    naming the step folders whose `_CHECKPOINT_METADATA` is not JSON (Orbax tolerates most
+    damage there, but not all: deeply nested brackets exhaust its parser's recursion)."""
+    bad = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        meta = os.path.join(directory, name, "_CHECKPOINT_METADATA")
+        try:
+            with open(meta, "rb") as f:
+                json.loads(f.read().decode("utf8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, RecursionError):
+            bad.append(os.path.join(directory, name))
+    if not bad:
+        return e
+    return CheckpointCorruptError(f"{directory}: cannot open the checkpoints ({type(e).__name__}: "
+                                  f"{(str(e).splitlines() or [''])[0][:120]}); the commit record of "
+                                  f"{', '.join(bad)} is damaged: move that folder away and rerun")
 
 
 def state_tree(state) -> dict:
@@ -108,7 +130,7 @@ class CheckpointManager:
                                CALLBACK_ARRAYS: ocp.StandardCheckpointHandler()})
         except Exception as e:
             logging.getLogger("absl").removeFilter(self.log)
-            raise io_error(e, "open checkpoint directory", self.directory) or e
+            raise io_error(e, "open checkpoint directory", self.directory) or _unreadable_steps(self.directory, e)
 
     # queries
     def all_steps(self) -> list[int]:

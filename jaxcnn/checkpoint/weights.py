@@ -98,8 +98,17 @@ def read_metadata(path) -> dict:
     meta = os.path.join(os.fspath(path), _META)
     if not os.path.exists(meta):
         return {}
-    with open(meta) as f:
-        return json.load(f)
+    with open(meta, "rb") as f:
+        raw = f.read()
+    try:
+        value = json.loads(raw.decode("utf8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError; deep nesting
+        raise CheckpointCorruptError(f"{meta}: unreadable weights metadata ({type(e).__name__}: {e}): the "
+                                     "weights folder is damaged; write it again") from None
+    if not isinstance(value, dict):
+        raise CheckpointCorruptError(f"{meta}: the weights metadata is a JSON {type(value).__name__}, not an "
+                                     "object: the weights folder is damaged; write it again")
+    return value
 
 
 def _check_bytes(path: str) -> None:

@@ -68,7 +68,7 @@ def _cmd_train(args) -> int:
 def _cmd_launch(args) -> int:
     command = args.command_args[1:] if args.command_args[:1] == ["--"] else args.command_args
     return launch(command, args.processes, args.devices_per_process, port=args.port, timeout=args.timeout,
-                  grace=args.grace)
+                  grace=args.grace, quiet=not getattr(args, "verbose", False))
 
 
 def add_parsers(sub) -> None:

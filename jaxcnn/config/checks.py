@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from jaxcnn.compress.spec import prune_spec_problem, quantize_problem
 from jaxcnn.errors import UsageError
 
 CHECKPOINT_CHOICES = ("auto", "final", "best", "latest")
@@ -53,6 +54,17 @@ def image_size(value):
     return "must be two positive integers (height, width)"
 
 
+def step_range(value):
+    """START:STOP global steps, 0 <= START < STOP (None passes)."""
+    try:
+        start, stop = (int(p) for p in value.split(":")) if isinstance(value, str) else (None, None)
+    except ValueError:
+        start = stop = None
+    if value is None or (start is not None and 0 <= start < stop):
+        return None
+    return "must be START:STOP global steps with 0 <= START < STOP (e.g. 10:20)"
+
+
 def one_of(*choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(str(c) for c in choices)}"
@@ -78,6 +90,8 @@ FIELD_CHECKS: dict[str, Callable] = {
     "strategy": one_of(None, "jit", "pmap"),
     "checkpoint_best_mode": one_of("min", "max"),
     "resize": image_size,
+    "prune": prune_spec_problem, "quantize": quantize_problem,
+    "profile": step_range,
 }
 
 

@@ -52,6 +52,7 @@ class ExperimentConfig:
     early_stopping_patience: int | None = None
     early_stopping_monitor: str = "val_loss"
     tensorboard: bool = True
+    profile: str | None = None  # "START:STOP": a jax.profiler trace of those global steps in workdir/tensorboard/train
     extras: tuple = ()  # names in EXTRAS: extra figures an experiment writes
     reported: dict = dataclasses.field(default_factory=dict)
     description: str = ""
@@ -66,3 +67,7 @@ class ExperimentConfig:
     # A jaxcnn.speedrun recipe (name, or {"base": name, **overrides}): train with it instead of
     # Trainer.fit (config.epochs and batch_size override the recipe's; no checkpoints).
     speedrun: Any = None
+    # Smaller models (jaxcnn.compress): magnitude pruning by a spec ("0.8", "0.8,schedule=constant",
+    # "nm=2:4", ...; see jaxcnn.compress.spec) and int8 quantization-aware training ("int8").
+    prune: str | None = None
+    quantize: str | None = None

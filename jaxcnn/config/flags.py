@@ -37,6 +37,12 @@ FLAG_FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "--lr-schedule": (("lr_schedule",), "SPEC",
                       "learning-rate schedule: cosine | exponential[:RATE] | piecewise:EPOCH=FACTOR,... | "
                       "constant, optionally ,warmup=EPOCHS (e.g. cosine,warmup=1)"),
+    "--prune": (("prune",), "SPEC", "magnitude pruning to a sparsity, e.g. 0.8 or 0.8,schedule=constant,"
+                                    "scope=global or nm=2:4 (see docs/compression.md)"),
+    "--quantize": (("quantize",), "int8", "quantization-aware training: int8 weights and activations"),
+    "--profile": (("profile",), "START:STOP",
+                  "write a jax.profiler trace of global steps START..STOP-1 to WORKDIR/tensorboard/train "
+                  "(TensorBoard's profile tab, Perfetto)"),
     "--early-stopping": (("early_stopping_patience",), "PATIENCE",
                          "stop after PATIENCE epochs without a better val_loss; keep the best weights"),
 }

@@ -82,6 +82,17 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int | None, what: st
             raise DataError(f"{what}: labels must lie in [0, {num_classes - 1}], found [{lo}, {hi}]")
 
 
+def check_finite(x: np.ndarray, what: str) -> None:
+    """DataError naming `what` (the file) and the first image holding NaN/inf, for float images."""
+    if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+        return
+    finite = np.isfinite(x.reshape(len(x), -1))
+    if not finite.all():
+        i = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise DataError(f"{what}: image {i} holds {x[i].reshape(-1)[~finite[i]][0]} (NaN/inf in the inputs): "
+                        "fix or drop that example")
+
+
 def dataset_dir(name: str, data_dir: str | None = None) -> str:
     """The folder holding dataset `name`: `data_dir/name`, else `$JAXCNN_DATA_DIR/name`, else bundled.
 

@@ -47,9 +47,10 @@ def input_shape_problem(shape, input_shape) -> str | None:
     return f"images of shape {got} do not fit the model's input shape {want}{hint}"
 
 
-def check_images(x: np.ndarray, what: str) -> None:
+def check_images(x: np.ndarray, what: str, input_range: str = "0..1") -> None:
     """DataError for NaN/inf in float images (naming the first bad example); warn once when
-    non-negative float images go above 1.5 (floats are used as given: no 1/255 scaling).
+    float images look scaled for another model: non-negative and above 1.5 for a model taking
+    0..1, or within [0, 1] for one that scales its own 0..255 pixels (floats are used as given).
 
     A random-access source (prepared records) is not read whole here: its float values were
     checked for NaN/inf when they were written (`jaxcnn.data.records.record_array`)."""
@@ -70,11 +71,18 @@ def check_images(x: np.ndarray, what: str) -> None:
         lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
     # Non-negative floats past 1.5 look like unscaled pixels; data with negative values (e.g.
     # standardized spectrograms) was evidently preprocessed on purpose and passes quietly.
-    if not _warned_range and lo >= FLOAT_IMAGE_RANGE[0] and hi > FLOAT_IMAGE_RANGE[1]:
+    if _warned_range or lo < FLOAT_IMAGE_RANGE[0]:
+        return
+    if input_range == "0..255" and 0.0 < hi <= 1.0:
         _warned_range = True
-        warnings.warn(f"{what}: float images range over [{lo:g}, {hi:g}], outside [0, 1.5]; float inputs "
-                      "are used as given (only uint8 is scaled by 1/255): divide by 255 if they are "
-                      "0..255 pixels", stacklevel=3)
+        warnings.warn(f"{what}: float images range over [{lo:g}, {hi:g}], but the model scales its own "
+                      "pixels (it takes 0..255, e.g. through a Rescaling layer) and float inputs are used "
+                      "as given: pass the pixels unscaled (uint8, or floats in 0..255)", stacklevel=3)
+    elif input_range != "0..255" and hi > FLOAT_IMAGE_RANGE[1]:
+        _warned_range = True
+        warnings.warn(f"{what}: float images range over [{lo:g}, {hi:g}], outside [0, 1.5]; the model takes "
+                      "0..1 and float inputs are used as given (only uint8 is scaled by 1/255): divide "
+                      "by 255 if they are 0..255 pixels, or pass them as uint8", stacklevel=3)
 
 
 def _bad_label(y: np.ndarray, bad: np.ndarray, what: str, need: str) -> DataError:

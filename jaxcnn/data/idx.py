@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -52,7 +53,7 @@ def read_idx(path: str) -> np.ndarray:
         raise DataError(f"{path}: truncated header")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _DTYPES[code]
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no int64 overflow
     body = len(data) - header
     if body != expected:
         raise DataError(

@@ -12,9 +12,11 @@
   "grayscale" (1) or "rgba" (4); every image is converted, whatever its own mode.
 - Class names are the sorted folder names of the train split; `classes=` keeps a subset, labelled
   in the order given (`classes=("cat", "dog")` -> 0, 1).
-- Files that cannot be decoded are skipped with one warning (`on_error="skip"`) or reported by
-  name (`on_error="raise"`); files without an image extension are ignored (one warning); a class
-  with no images in a split (an empty folder) warns, or is an error with `on_error="raise"`.
+- Files that cannot be decoded are skipped with one warning per load naming them (past five, the
+  first five and a file listing all: `jaxcnn.data.notices`), attributed to the user's line
+  (`on_error="skip"`), or reported by name (`on_error="raise"`); files without an image extension
+  are ignored (one warning); a class with no images in a split (an empty folder) warns, or is an
+  error with `on_error="raise"`.
 - The decoded arrays are cached as an uncompressed .npz in the cache folder, keyed by the source
   (archive size and mtime, or the folder's file list) and the options: later loads take about a
   second and never touch the archive, and repeat the warnings of the load that made the cache.
@@ -27,13 +29,13 @@ import json
 import os
 import shutil
 import tarfile
-import warnings
 from typing import Sequence
 
 import numpy as np
 
 from jaxcnn.data.base import Dataset, check_arrays, dataset_dir, register_dataset, register_source
 from jaxcnn.data.errors import DataError
+from jaxcnn.data.notices import skipped_note, warn_user
 from jaxcnn.data.tfutil import import_tf
 
 CACHE_DIR_ENV = "JAXCNN_CACHE_DIR"
@@ -189,14 +191,19 @@ except ImportError:  # pragma: no cover
     zlib_error = OSError
 
 
+class NothingDecodes(DataError):
+    """None of the files given to `decode_images` decodes (and no image size was given)."""
+
+
 def decode_images(sources: Sequence, image_size: tuple[int, int] | None = None,
                   channels: int | None = None, on_error: str = "skip", names: Sequence[str] | None = None,
-                  notes: list | None = None):
+                  notes: list | None = None, skipped: list | None = None):
     """Decode (and resize) images with TF into one uint8 NHWC array.
 
     `sources` are file paths, or the encoded bytes (then `names` label them in messages).
     `channels` (1, 3 or 4) converts every image; None takes the first image's (1 or 3).
-    The skip warning is appended to `notes` when given, else issued.
+    The names of files skipped go to `skipped` when given (the caller reports them once), else their
+    message goes to `notes` when given, else it is issued as a warning.
     Returns `(images, kept, shapes)`: `kept` are the indices of the sources that decoded,
     `shapes` their original (height, width). Without `image_size`, images are resized to the
     first one's size and the caller checks `shapes`.
@@ -210,7 +217,7 @@ def decode_images(sources: Sequence, image_size: tuple[int, int] | None = None,
     if channels is None or image_size is None:
         first = _first_decodable(tf, sources, from_bytes)
         if first is None:
-            raise DataError(f"none of the {len(sources)} files decodes as an image "
+            raise NothingDecodes(f"none of the {len(sources)} files decodes as an image "
                             f"(first: {names[0] if names else '-'})")
         if channels is None:
             channels = 1 if first.shape[-1] == 1 else 3
@@ -243,11 +250,12 @@ def decode_images(sources: Sequence, image_size: tuple[int, int] | None = None,
         raise DataError(f"{len(failed)} file(s) could not be decoded as images: {listed}"
                         + (" ..." if len(failed) > 5 else ""))
     if len(failed):
-        msg = f"skipped {len(failed)} file(s) that could not be decoded as images (first: {names[failed[0]]})"
-        if notes is None:
-            warnings.warn(msg, stacklevel=3)
+        if skipped is not None:
+            skipped.extend(names[i] for i in failed)
+        elif notes is not None:
+            notes.append(skipped_note([names[i] for i in failed]))
         else:
-            notes.append(msg)
+            warn_user(skipped_note([names[i] for i in failed]))
     return images, kept, shapes
 
 
@@ -284,7 +292,7 @@ def _load_npz(npz_path: str, name: str) -> Dataset | None:
         os.remove(npz_path)  # a damaged cache file: decode again
         return None
     for msg in notes:  # the cache holds the arrays of a load that warned: so does this one
-        warnings.warn(f"{msg} (cached: {npz_path})", stacklevel=3)
+        warn_user(f"{msg} (cached: {npz_path})")
     return ds
 
 
@@ -375,13 +383,13 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
         class_names = all_classes
     label_of = {c: i for i, c in enumerate(class_names)}
 
-    arrays, resize, notes = {}, image_size is not None, []
+    arrays, resize, notes, skipped = {}, image_size is not None, [], []
     for split in ("train", "test"):
         entries = [(n, s, label_of[c]) for c in class_names for n, s in tree[split].get(c, [])]
         if not entries:
             raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in the {split} split")
         names, sources, labels = zip(*entries)
-        images, kept, shapes = decode_images(sources, image_size, channels, on_error, names, notes)
+        images, kept, shapes = decode_images(sources, image_size, channels, on_error, names, skipped=skipped)
         if not resize:
             want = images.shape[1:3]
             bad = np.nonzero(np.any(shapes != np.asarray(want), axis=1))[0]
@@ -400,10 +408,14 @@ def load_image_folder(path: str, *, image_size: int | tuple[int, int] | None = N
                 raise DataError(msg)
             notes.append(msg)
         arrays[split] = (images, y)
+    if skipped:  # one message for both splits, every file named (or listed in a file)
+        listing = (npz_path[:-len(".npz")] if npz_path else os.path.join(
+            cache_root(cache_dir), "skipped", f"{name}-{hashlib.sha256(repr(skipped).encode()).hexdigest()[:16]}"))
+        notes.insert(0, f"{path}: {skipped_note(skipped, listing + '.skipped.txt')}")
     if ignored:
         notes.append(f"{path}: ignored {ignored} file(s) without an image extension")
     for msg in notes:
-        warnings.warn(msg, stacklevel=2)
+        warn_user(msg)
     ds = Dataset(name, *arrays["train"], *arrays["test"], class_names=tuple(class_names))
     if npz_path:
         os.makedirs(os.path.dirname(npz_path), exist_ok=True)

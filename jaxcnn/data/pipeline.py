@@ -10,6 +10,9 @@ global batch (`process_index`, `process_count`).
 indices are then read from disk (in a background thread for numpy, in tf.data's map for tf),
 the same indices as for an array, so every process reads only the records of its own slice.
 
+uint8 images are scaled to [0, 1] (x * 1/255 in float32) unless `scale_uint8=False` (a model that
+scales its own pixels: jaxcnn.models.inputs); float images pass as given.
+
 Training batches drop the ragged remainder (a fixed shape never retraces the step). Evaluation
 batches cover every example exactly once: the last batch is padded and `mask` is 0 on padding.
 """
@@ -100,8 +103,8 @@ def num_train_steps(n: int, global_batch_size: int) -> int:
     return n // global_batch_size
 
 
-def _normalize_np(x: np.ndarray) -> np.ndarray:
-    if x.dtype == np.uint8:
+def _normalize_np(x: np.ndarray, scale_uint8: bool = True) -> np.ndarray:
+    if x.dtype == np.uint8 and scale_uint8:
         return x.astype(np.float32) * np.float32(1.0 / 255.0)
     return x.astype(np.float32, copy=False)
 
@@ -137,7 +140,7 @@ class ArrayPipeline:
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int = 0,
                  backend: str = "auto", augment: Callable | None = None,
                  process_index: int = 0, process_count: int = 1, prefetch: int = 2,
-                 parallel_calls: int | None = None):
+                 parallel_calls: int | None = None, scale_uint8: bool = True):
         if len(x) == 0:
             raise DataError("empty dataset: no examples to batch")
         if len(x) != len(y):
@@ -155,6 +158,7 @@ class ArrayPipeline:
         self.augment, self.prefetch = augment, prefetch
         self.parallel_calls = parallel_calls or os.cpu_count() or 1
         self.process_index, self.process_count = process_index, process_count
+        self.scale_uint8 = scale_uint8  # False: the model scales its own pixels (jaxcnn.models.inputs)
         self._tf_tensors = None
 
     @property
@@ -197,7 +201,7 @@ class ArrayPipeline:
         return self._tf_batches(idx, mask, epoch, start_step, augment)
 
     def _numpy_batches(self, idx, mask):
-        batches = ({"image": _normalize_np(self.x[i]), "label": self.y[i], "mask": m} for i, m in zip(idx, mask))
+        batches = ({"image": _normalize_np(self.x[i], self.scale_uint8), "label": self.y[i], "mask": m} for i, m in zip(idx, mask))
         return prefetch_thread(batches, self.prefetch) if is_source(self.x) and self.prefetch else batches
 
     def _tf_batches(self, idx, mask, epoch, start_step, augment):
@@ -226,11 +230,12 @@ class ArrayPipeline:
         y_all = tf.constant(self.y)
         steps = tf.range(start_step, start_step + len(idx), dtype=tf.int64)
         ds = tf.data.Dataset.from_tensor_slices((idx, mask, steps))
-        seed, pidx = self.seed, self.process_index
+        seed, pidx, factor = self.seed, self.process_index, (1.0 / 255.0) if self.scale_uint8 else None
 
         def gather(i, m, step):
             image = take(i)
-            image = tf.cast(image, tf.float32) * (1.0 / 255.0) if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
+            scaled = image.dtype == tf.uint8 and factor is not None
+            image = tf.cast(image, tf.float32) * factor if scaled else tf.cast(image, tf.float32)
             if augment is not None:
                 # Stateless seed per (run seed, epoch, step, process): reproducible and resumable.
                 image = augment(image, tf.stack([tf.cast(seed * 1_000_003 + epoch, tf.int64),

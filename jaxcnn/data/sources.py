@@ -19,6 +19,7 @@ from jaxcnn.data.base import (  # noqa: F401 - re-exported: users import them fr
     DATA_DIR_ENV,
     Dataset,
     check_arrays,
+    check_finite,
     dataset_dir,
     list_datasets,
     list_sources,
@@ -58,6 +59,7 @@ def load_idx_dataset(path: str, name: str = "", class_names: Sequence[str] = MNI
         if len(x) != len(y):
             raise DataError(f"{img_path} holds {len(x)} images but {lbl_path} holds {len(y)} labels")
         y = y.astype(np.int32)
+        check_finite(x, img_path)
         check_arrays(x[..., None], y, len(class_names), lbl_path)
         arrays[split] = (x[..., None], y)
     return Dataset(name or os.path.basename(os.path.normpath(path)), *arrays["train"], *arrays["test"],

@@ -12,6 +12,8 @@ import os
 import sys
 import warnings
 
+from jaxcnn.compress import pruning_from_spec
+from jaxcnn.compress.quantize import qat_model
 from jaxcnn.config import ExperimentConfig
 from jaxcnn.data import load_dataset
 from jaxcnn.data.image_folder import resize_images
@@ -21,6 +23,7 @@ from jaxcnn.model_card import make_card
 from jaxcnn.models import get_model
 from jaxcnn.run import RunFolder, is_writer
 from jaxcnn.train import CheckpointCallback, EarlyStopping, Trainer, get_optimizer
+from jaxcnn.train.callbacks.profile import ProfileSteps
 from jaxcnn.train.optim import default_learning_rate, make_schedule
 from jaxcnn.train.tensorboard import TensorBoard
 from jaxcnn.transfer import init_with_pretrained_base, make_transfer_optimizer
@@ -72,9 +75,21 @@ def build_trainer(config: ExperimentConfig, input_shape, num_classes: int, varia
     """The config's model and optimizer in a Trainer; `variables` and `trainable` for transfer.
 
     With `config.lr_schedule` the learning rate follows that schedule over `epochs` epochs of
-    `steps_per_epoch` steps (see jaxcnn.train.optim.make_schedule).
+    `steps_per_epoch` steps (see jaxcnn.train.optim.make_schedule); `config.prune` wraps the
+    optimizer in magnitude pruning over that many steps, `config.quantize` trains the model with
+    int8 fake quantization (jaxcnn.compress).
     """
+    if config.speedrun is not None and (config.prune or config.quantize):
+        raise UsageError(f"{config.name}: --prune and --quantize apply to Trainer.fit runs, not to the speedrun "
+                         "recipe (which builds its own optimizer); drop one of them")
     model = get_model(config.model, **model_kwargs(config, num_classes))
+    if config.quantize:
+        model = qat_model(model, config.quantize)
+    pruning = None
+    if config.prune:
+        if not steps_per_epoch:
+            raise ValueError("pruning needs the steps per epoch")
+        pruning = pruning_from_spec(config.prune, steps_per_epoch * (epochs or config.epochs))
     lr = learning_rate or config.learning_rate or default_learning_rate(config.optimizer)
     if config.lr_schedule and config.lr_schedule != "constant":
         if not steps_per_epoch:
@@ -84,6 +99,8 @@ def build_trainer(config: ExperimentConfig, input_shape, num_classes: int, varia
 
     def tx(lr):  # a factory: the Trainer knows (and logs, and may change) the learning rate
         opt = get_optimizer(config.optimizer, lr)
+        if pruning is not None:
+            opt = pruning(opt)
         if trainable is not None:
             opt = make_transfer_optimizer(opt, trainable=trainable)
         return opt
@@ -108,16 +125,21 @@ def steps_per_epoch(config: ExperimentConfig, n_train: int) -> int:
 
 
 def callbacks(config: ExperimentConfig, workdir: str, phase: str = "") -> list:
-    """The config's callbacks besides checkpoints: early stopping, TensorBoard."""
+    """The config's callbacks besides checkpoints: early stopping, TensorBoard, a profile."""
     out = []
     if config.early_stopping_patience is not None:
         out.append(EarlyStopping(config.early_stopping_monitor, patience=config.early_stopping_patience,
                                  restore_best_weights=True))
+    tensorboard_dir = RunFolder(workdir).tensorboard_dir(phase)
+    profile = config.profile if not phase else None  # the steps count over the first phase
     if config.tensorboard:
         if importlib.util.find_spec("tensorboard") is None:
             warnings.warn("no TensorBoard logs: the `tensorboard` package is not installed", stacklevel=2)
         else:
-            out.append(TensorBoard(RunFolder(workdir).tensorboard_dir(phase)))
+            out.append(TensorBoard(tensorboard_dir, profile_steps=profile))
+            profile = None
+    if profile:
+        out.append(ProfileSteps(os.path.join(tensorboard_dir, "train"), profile))
     return out
 
 

@@ -18,12 +18,13 @@ import numpy as np
 from jaxcnn import checkpoint, report, viz
 from jaxcnn.config import ExperimentConfig, add_flags, apply_flags, validate_config
 from jaxcnn.errors import debug_requested, guard
+from jaxcnn.compress.summary import compression_metrics
 from jaxcnn.experiment.builders import (build_trainer, callbacks, checkpoint_callback, data_source, load_data,
                                         model_card, steps_per_epoch)
 from jaxcnn.experiment.extras import EXTRAS
 from jaxcnn.model_card import write_card
 from jaxcnn.parallel import setup
-from jaxcnn.run import FINETUNE_SUFFIX, RunFolder, check_workdir, is_writer
+from jaxcnn.run import FINETUNE_SUFFIX, TIMING_FILE, RunFolder, check_workdir, is_writer
 from jaxcnn.train import Callback, recipes
 from jaxcnn.train.callbacks import ensure_log_handler, logger, plain_stderr_logging
 
@@ -40,9 +41,15 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int | st
     newest one (mid-epoch included). On SIGTERM it saves and raises `checkpoint.Preempted`.
     The config is checked and held against the one recorded in `workdir/config.json` first
     (`prepare_workdir`; `fresh` moves a previous run aside), before any data is read.
+    A workdir that another live run uses is refused (`jaxcnn.lock`: one run per workdir).
     """
     folder = RunFolder(workdir)
     validate_config(config)
+    with folder.lock():
+        return _train_and_evaluate(config, workdir, folder, verbose, fresh)
+
+
+def _train_and_evaluate(config: ExperimentConfig, workdir: str, folder: RunFolder, verbose, fresh: bool) -> dict:
     folder.prepare(config, fresh=fresh)
     ds = load_data(config)
     if is_writer():
@@ -92,12 +99,14 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str, verbose: int | st
         "finetune": config.finetune,
         "best_checkpoint": ckpt.best,  # {"step", "epoch", "value", "metric"}: load_weights(step="best")
         **extra,
+        **compression_metrics(config, trainer.state.params, test["accuracy"]),
     }
     for name in config.extras:
         metrics.update(EXTRAS[name](trainer, ds, config, workdir) or {})
     metrics.update(_evaluation_report(trainer, ds, config, workdir))
     if is_writer():
         folder.write_history(history)
+        folder.write_json(TIMING_FILE, trainer.timing)  # wall-clock numbers, apart from the metrics
         folder.write_metrics(metrics)
         viz.plot_history(history, folder.curves_png, title=config.name)
     # Every process calls this: Orbax synchronizes the hosts and writes the replicated params

@@ -93,6 +93,12 @@ class KerasGraph(nn.Module):
     # Set by the pmap strategy: BatchNorm statistics over the global batch (jaxcnn.parallel).
     bn_axis_name: str | None = None
 
+    @property
+    def input_range(self) -> str:
+        """ "0..255" when the model scales its own pixels (a Rescaling layer takes its input, as
+        Keras models built for raw images have), else "0..1" (jaxcnn.models.inputs)."""
+        return "0..255" if scales_own_inputs(_load(self.spec)) else "0..1"
+
     def _layer(self, cls: str, cfg: dict, name: str) -> Callable:
         """A function (inputs, train) -> output for one Keras layer; weighted ones own a submodule."""
         act = ACTIVATIONS[cfg.get("activation", "linear")]
@@ -213,6 +219,17 @@ def _stateless(cls: str, cfg: dict, act: Callable, xs: list, train: bool):
     if cls == "Concatenate":
         return jnp.concatenate(xs, axis=cfg.get("axis", -1))
     raise ValueError(f"KerasGraph: no implementation for Keras layer class {cls!r}")
+
+
+def scales_own_inputs(spec: dict) -> bool:
+    """True when every input of the model goes straight into a Rescaling layer (or into a nested
+    model that does so)."""
+    inputs = {tuple(r) for r in spec["inputs"]}
+    takers = [layer for layer in spec["layers"] if layer["class"] != "InputLayer"
+              and any(tuple(r) in inputs for n in layer["nodes"] for r in n["inputs"])]
+    return bool(takers) and all(layer["class"] == "Rescaling" or (layer["class"] in MODEL_CLASSES
+                                                                  and scales_own_inputs(layer["config"]))
+                                for layer in takers)
 
 
 def init_shapes(spec: str) -> list[tuple]:

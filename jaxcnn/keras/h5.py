@@ -34,6 +34,9 @@ from jaxcnn.keras.errors import WeightConversionError
 from jaxcnn.keras.graph import MODEL_CLASSES
 from jaxcnn.keras.spec import keras_spec
 
+# What reading a damaged file raises, in h5py or in the readers below (a group where a dataset
+# should be, an attribute of another type): reported as a damaged file, naming the error.
+_DAMAGE = (KeyError, RuntimeError, OSError, ValueError, TypeError, AttributeError, IndexError, RecursionError)
 _ROLE_ALIASES = {
     "kernel": "kernel", "W": "kernel", "bias": "bias", "b": "bias",
     "gamma": "gamma", "beta": "beta",
@@ -141,15 +144,17 @@ def read_keras_h5(path) -> tuple[dict[str, list[tuple[str | None, np.ndarray]]],
         f = h5py.File(source, "r")
     except OSError as e:
         raise WeightConversionError(f"{path}: not a readable HDF5 file ({e})") from None
-    with f:
-        group = f["model_weights"] if "model_weights" in f else f
-        try:
+    try:
+        with f:
+            group = f["model_weights"] if "model_weights" in f else f
             if "layer_names" in group.attrs:
                 return _read_keras2(group), "keras2"
             if "layers" in group:
                 return _read_keras3(group), "keras3"
-        except (KeyError, RuntimeError, OSError, ValueError) as e:
-            raise WeightConversionError(f"{path}: damaged Keras weight file ({type(e).__name__}: {e})") from None
+    except _DAMAGE as e:  # HDF5 reports damage as any of these, from any object it touches
+        if isinstance(e, WeightConversionError):
+            raise
+        raise WeightConversionError(f"{path}: damaged Keras weight file ({type(e).__name__}: {e})") from None
     raise WeightConversionError(
         f"{path}: neither a Keras 2 weight file (no 'layer_names' attribute) nor a Keras 3 "
         f".weights.h5 file (no 'layers' group)")
@@ -239,6 +244,16 @@ def _split_nested(weights, spec: dict, source: str, where: str) -> dict:
     return out
 
 
+def _spec(config, path: str) -> dict:
+    """`keras_spec` of a config read from a file: one that is not a Keras model config (damaged,
+    or another program's JSON) is a WeightConversionError, whatever it trips over first."""
+    try:
+        return keras_spec(config, path)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise WeightConversionError(f"{path}: the model config is not a Keras model config, or is damaged "
+                                    f"({type(e).__name__}: {e})") from None
+
+
 def read_keras_model(path) -> tuple[dict, dict, str]:
     """(Keras config, {layer: weights}, format) of a `.keras` or full-model `.h5` file."""
     path = os.fspath(path)
@@ -253,7 +268,7 @@ def read_keras_model(path) -> tuple[dict, dict, str]:
                                                 f"model.weights.h5 (not a Keras 3 .keras file)")
                 config = json.loads(z.read("config.json"))
                 raw = io.BytesIO(z.read("model.weights.h5"))
-            spec = keras_spec(config, path)
+            spec = _spec(config, path)
             with h5py.File(raw, "r") as f:
                 return config, _read_k3(f, spec), "keras3"
         try:
@@ -268,9 +283,9 @@ def read_keras_model(path) -> tuple[dict, dict, str]:
                     f"file (model.save), or load the weights into a named model with "
                     f"`jaxcnn convert-weights NAME`")
             config = json.loads(decode(f.attrs["model_config"]))
-            spec = keras_spec(config, path)
+            spec = _spec(config, path)
             return config, _read_k2(f["model_weights"], spec, path), "keras2"
-    except (KeyError, RuntimeError, ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+    except (*_DAMAGE, EOFError, zlib.error, zipfile.BadZipFile) as e:
         if isinstance(e, WeightConversionError):
             raise
         raise WeightConversionError(f"{path}: damaged Keras file ({type(e).__name__}: {e})") from None

@@ -42,8 +42,11 @@ def _im2col(lhs, rhs, strides, pads, precision, preferred_element_type):
     cols = [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
             for i in range(kh) for j in range(kw)]
     patches = jnp.stack(cols, axis=3)  # [n, ho, wo, kh*kw, cin]: HWIO's (kh, kw, cin) order
-    y = jnp.dot(patches.reshape(n * ho * wo, kh * kw * cin), rhs.reshape(kh * kw * cin, cout),
-                precision=precision, preferred_element_type=preferred_element_type)
+    # lax.dot_general looked up at call time (jnp.dot is the same product): Qwix's quantization-aware
+    # training intercepts `jax.lax.dot_general` (jaxcnn.compress.quantize).
+    y = lax.dot_general(patches.reshape(n * ho * wo, kh * kw * cin), rhs.reshape(kh * kw * cin, cout),
+                        (((1,), (0,)), ((), ())), precision=precision,
+                        preferred_element_type=preferred_element_type)
     return y.reshape(n, ho, wo, cout)
 
 

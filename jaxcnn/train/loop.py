@@ -31,13 +31,16 @@ import optax
 from jaxcnn.compile_cache import enable_compilation_cache
 from jaxcnn.data import checks
 from jaxcnn.data.pipeline import as_input, validation_split as split_last
-from jaxcnn.parallel import get_strategy
+from jaxcnn.models.inputs import input_range_of, scaling_for
+from jaxcnn.parallel import auto_initialize, get_strategy
 from jaxcnn.train.callbacks import Callback, CallbackList, History, Progress, logger, resolve_verbose
+from jaxcnn.train.callbacks.timing import StepTiming, timed_chunks
 from jaxcnn.train.feeds import eval_batches, host_pipeline, make_road
 from jaxcnn.train.losses import output_activation
 from jaxcnn.train.metrics import MetricSet
 from jaxcnn.train.optim import default_learning_rate, get_optimizer
 from jaxcnn.train.precision import resolve_compute_dtype
+from jaxcnn.train.save import run_folder_callbacks, save_run
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.step import make_eval_step, make_train_step, predict_logits
 from jaxcnn.train.summary import model_summary
@@ -90,6 +93,9 @@ class Trainer:
     `state`: a ready TrainState (e.g. a recipe's, with extra fields) instead of a fresh one.
     `compilation_cache=False` leaves JAX's persistent cache (jaxcnn.compile_cache) untouched, so
     a benchmark measures a cold compile.
+    `input_range`: the pixels the model takes, "0..1" (uint8 images are scaled by 1/255) or
+    "0..255" (it scales its own, e.g. a Keras Rescaling layer: they are only cast); None asks the
+    model (`jaxcnn.models.inputs`). Float images are used as given.
 
     What feeds and callbacks use: `state`, `strategy`, `seed`, `compute_dtype`, `data_backend`,
     `train_step` (the compiled per-step function), `make_train_step(axis)` (the un-jitted step
@@ -101,8 +107,12 @@ class Trainer:
                  optimizer: str | optax.GradientTransformation = "rmsprop", learning_rate=None,
                  seed: int = 0, params=None, batch_stats=None, strategy=None, compute_dtype="auto",
                  data_backend: str = "auto", road: str = "auto", metrics=("accuracy",), state=None,
-                 compilation_cache: bool = True):
+                 compilation_cache: bool = True, input_range: str | None = None):
+        auto_initialize()  # under `jaxcnn launch`/srun/mpirun: join the job before JAX starts alone
         self.model, self.loss_name, self.seed = model, loss, seed
+        self.input_range = input_range or input_range_of(model)
+        self.input_scaling = scaling_for(self.input_range)  # what the feeds do to uint8 images
+        self.card = None  # the run's model card, once saved or loaded (jaxcnn.train.save, jaxcnn.load)
         self.metrics = MetricSet(metrics)
         self.input_shape = tuple(input_shape)
         # A name (Keras defaults), an optax transformation, or a factory `lr -> transformation`;
@@ -138,6 +148,9 @@ class Trainer:
         self.road: str | None = None  # the name of the last fit's road ("device" | "pipeline")
         self.feed = None  # the last fit's input feed (jaxcnn.train.feeds); the device road reuses it
         self.fit_sample = None
+        self.timing: dict = {}  # the last fit's step time, input wait, images/s per epoch (StepTiming)
+        self.input_wait_seconds = 0.0  # seconds the loop waited for the feed's next chunk (timed_chunks)
+        self.step_profiler = None  # a ProfileSteps while one traces (jaxcnn.train.callbacks.profile)
         self._epoch_sums, self._pending, self._restored_sums = None, [], None
         self.callbacks = CallbackList()  # this fit's callbacks (checkpoints save their states)
         self.resumable = False  # set by a checkpoint callback that resumes: the run's writers follow it
@@ -201,7 +214,7 @@ class Trainer:
         problem = checks.input_shape_problem(x.shape, self.input_shape)
         if problem:
             raise ValueError(f"{what}: {problem}")
-        checks.check_images(x, what)
+        checks.check_images(x, what, self.input_range)
         if y is None:
             return None
         if not hasattr(self, "_num_outputs"):
@@ -213,7 +226,7 @@ class Trainer:
             validation_data=None, augment=None, callbacks: Sequence = (),
             initial_epoch: int = 0, initial_step: int = 0, verbose: int | str = "auto",
             log_every: int | None = None, road=None, device_augment: Callable | None = None,
-            steps_per_call: int = 100, sample_weight=None, class_weight=None) -> History:
+            steps_per_call: int = 100, sample_weight=None, class_weight=None, workdir: str | None = None) -> History:
         """Train like Keras' `fit`; returns a History (also `self.history`), one per call.
 
         `road`: "pipeline" (tf.data/numpy batches, one dispatch per step), "device" (data on the
@@ -232,6 +245,8 @@ class Trainer:
         `validation_split` takes the LAST fraction of (x, y) before any shuffling, as Keras does.
         Position: epoch `initial_epoch`, step `initial_step`; a checkpoint callback that restores
         a later state moves it (the position derives from `state.step`).
+        `workdir`: checkpoints go to `workdir/checkpoints` (resumed from there) and the run folder
+        is written at the end, as by `save(workdir)`.
         """
         x, y = as_input(x), np.asarray(y)  # a prepared split stays on disk, read batch by batch
         y = self._check_input(x, "fit", y)
@@ -273,7 +288,11 @@ class Trainer:
         self._restored_sums, self._restored_states, self.resumable = None, None, False
         # The run's origin: the global step at which its epoch 0 began.
         origin = int(self.state.step) - initial_epoch * steps - initial_step
-        cbs = self.callbacks = CallbackList(callbacks)
+        if workdir is not None:
+            validated = validation_data is not None and "accuracy" in self.metrics.names
+            callbacks = run_folder_callbacks(workdir, callbacks, "val_accuracy" if validated else None)
+        timing = [] if any(isinstance(cb, StepTiming) for cb in callbacks) else [StepTiming()]
+        cbs = self.callbacks = CallbackList([*timing, *callbacks])
         self.global_step = int(self.state.step)
         cbs.on_train_begin(self)
         if self._restored_states:  # after every on_train_begin, which starts each callback afresh
@@ -302,7 +321,7 @@ class Trainer:
                     logs.update({f"val_{k}": v for k, v in validate().items()})
                 cbs.on_epoch_logs(self, epoch, logs)
                 self.history.record(epoch, logs)
-                progress.end(epoch, logs)
+                progress.end(epoch, logs, self.timing)
                 cbs.on_epoch_end(self, epoch, logs)
                 epoch, start, sums = epoch + 1, 0, None
         finally:
@@ -316,7 +335,7 @@ class Trainer:
         self.epoch_stop = stop  # the step this epoch's training ends at (then its end: validation, logs)
         cbs.on_epoch_begin(self, epoch)
         progress.begin(epoch, start)
-        for first, last, payload in road.train_chunks(epoch, start, stop):
+        for first, last, payload in timed_chunks(road.train_chunks(epoch, start, stop), self):
             self.state, chunk_sums = road.run(self.state, payload)
             self._pending.append(chunk_sums)
             self.global_step += last - first
@@ -368,6 +387,12 @@ class Trainer:
                 self._epoch_sums = _add(self._epoch_sums, chunk_sums)
             self._pending = []
         return self._epoch_sums
+
+    def save(self, workdir: str, *, class_names=None, dataset: str | None = None, input_dtype=None) -> str:
+        """Write the run folder that `jaxcnn predict|evaluate|export WORKDIR` and `jaxcnn.load` read:
+        model card, weights, a checkpoint, history (jaxcnn.train.save). `dataset`: the dataset
+        name `jaxcnn evaluate` tests on; `input_dtype`: default the last fit's images'."""
+        return save_run(self, workdir, class_names=class_names, dataset=dataset, input_dtype=input_dtype)
 
     def summary(self, print_fn=print, depth: int = 1, flops: bool = True) -> str:
         """Keras-style table: layer, output shape, parameters, FLOPs (jaxcnn.train.summary).

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from jaxcnn.compile_cache import run_once
+
 
 class TrainState(train_state.TrainState):
     """Flax's TrainState plus `batch_stats` (empty dict when the model has none) and a base rng.
@@ -47,4 +49,4 @@ def create_train_state(model: nn.Module, input_shape, tx: optax.GradientTransfor
             rng=jax.random.PRNGKey(seed + 1),
         )
 
-    return jax.jit(build)(params, batch_stats)
+    return run_once(build, params, batch_stats)  # compiled cheaply: it runs once

@@ -67,11 +67,15 @@ class PreparedSplit:
             if verify and sha256_file(path) != entry["sha256"]:
                 raise DataError(f"{path}: sha256 differs from the manifest: the file is corrupt; prepare the "
                                 "dataset again")
-            reader = ar.ArrayRecordReader(path, READER_OPTIONS)
             try:
-                n = reader.num_records()
-            finally:
-                reader.close()
+                reader = ar.ArrayRecordReader(path, READER_OPTIONS)
+                try:
+                    n = reader.num_records()
+                finally:
+                    reader.close()
+            except Exception as e:  # noqa: BLE001 - the library raises RuntimeError, ValueError...
+                raise DataError(f"{path}: not a readable record file ({type(e).__name__}: {e}): the file is "
+                                "corrupt; prepare the dataset again") from None
             if n != int(entry["num_records"]):
                 raise DataError(f"{path}: holds {n} records but the manifest says {entry['num_records']}")
 
@@ -83,8 +87,11 @@ class PreparedSplit:
             raise DataError(f"{path}: sha256 differs from the manifest: the file is corrupt")
         try:
             labels = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: unreadable labels: {e}") from e
+        except Exception as e:  # noqa: BLE001 - a damaged header fails in numpy's parser in many ways
+            raise DataError(f"{path}: unreadable labels ({type(e).__name__}: {e}): the file is damaged; "
+                            "prepare the dataset again") from None
+        if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
+            raise DataError(f"{path}: not an array of integer labels: the file is damaged; prepare the dataset again")
         if labels.shape != (total,):
             raise DataError(f"{path}: {labels.shape[0] if labels.ndim else 0} labels for {total} records")
         return labels.astype(np.int32, copy=False)
@@ -147,9 +154,8 @@ class PreparedSplit:
             for s in np.unique(shard):
                 pos = np.nonzero(shard == s)[0]
                 local = (rows[pos] - self._starts[s]).tolist()
-                reader = self._reader(int(s))
                 try:
-                    records = reader.read(local)
+                    records = self._reader(int(s)).read(local)
                 except Exception as e:  # noqa: BLE001 - the library raises various runtime errors
                     raise DataError(f"{self.files[s]}: cannot read records: {e}") from e
                 for p, r, rec in zip(pos, local, records):
@@ -158,7 +164,18 @@ class PreparedSplit:
                                         f"{self.image_shape} {self.dtype} ({self._record_bytes} bytes): the "
                                         "file is corrupt; prepare the dataset again")
                     out[p] = np.frombuffer(rec, self.dtype).reshape(self.image_shape)
+                if self.dtype.kind == "f":  # checked when written; this finds a file changed since
+                    self._check_finite(out[pos], s, local)
         return out
+
+    def _check_finite(self, images: np.ndarray, s: int, local: list) -> None:
+        finite = np.isfinite(images.reshape(len(images), -1))
+        if not finite.all():
+            k = int(np.flatnonzero(~finite.all(axis=1))[0])
+            value = images[k].reshape(-1)[~finite[k]][0]
+            raise DataError(f"{self.files[s]}: record {local[k]} ({self.split} example "
+                            f"{int(self._starts[s]) + local[k]}) holds {value} (NaN/inf in the inputs): fix the "
+                            "source data and prepare the dataset again")
 
     def _reader(self, s: int):
         reader = self._readers.get(s)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ from jaxcnn._compat import tqdm
 from jaxcnn.data import image_folder as imf
 from jaxcnn.data.base import load_dataset
 from jaxcnn.data.errors import DataError
+from jaxcnn.data.notices import skipped_note, warn_user
 from jaxcnn.data.records.manifest import (
     FORMAT,
     MANIFEST,
@@ -31,6 +31,8 @@ from jaxcnn.data.records.manifest import (
     sha256_file,
 )
 from jaxcnn.run import write_json
+
+SKIPPED_LIST = "skipped.txt"  # in a prepared folder: every file skipped, one a line (past a few)
 
 
 def _shard_name(split: str, k: int, n: int) -> str:
@@ -51,6 +53,15 @@ def write_shard(path: str, images: np.ndarray) -> dict:
     return {"path": os.path.basename(path), "num_records": int(len(images)), "bytes": size, "sha256": digest}
 
 
+def _read_progress(path: str):
+    """A progress record of `prepare` (JSON), or None when it is damaged."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf8"))
+    except (ValueError, RecursionError):
+        return None
+
+
 class _Plan:
     """What one preparation writes: per split, shards of source entries; progress kept in `.prepare/`."""
 
@@ -59,8 +70,10 @@ class _Plan:
         os.makedirs(self.dir, exist_ok=True)
         plan_path = os.path.join(self.dir, "plan.json")
         if os.path.isfile(plan_path):
-            with open(plan_path) as f:
-                old = json.load(f)
+            old = _read_progress(plan_path)
+            if old is None:
+                raise DataError(f"{plan_path}: the progress record of an unfinished preparation is damaged; "
+                                f"delete {out} and prepare again")
             if old != key:
                 raise DataError(f"{out}: holds an unfinished preparation of other data or options "
                                 f"({plan_path}); give another --out or delete that folder")
@@ -71,11 +84,15 @@ class _Plan:
         path = os.path.join(self.dir, f"{split}-{k:05d}.json")
         if not os.path.isfile(path):
             return None
-        with open(path) as f:
-            entry = json.load(f)
-        shard = os.path.join(self.out, entry["file"]["path"])
-        if not os.path.isfile(shard) or os.path.getsize(shard) != entry["file"]["bytes"]:
-            return None  # marked, but the file is gone or damaged: write it again
+        entry = _read_progress(path)
+        if not (isinstance(entry, dict) and all(k in entry for k in ("file", "labels", "skipped", "image_shape"))):
+            return None  # a damaged mark: write the shard again
+        try:
+            shard = os.path.join(self.out, entry["file"]["path"])
+            if not os.path.isfile(shard) or os.path.getsize(shard) != entry["file"]["bytes"]:
+                return None  # marked, but the file is gone or damaged: write it again
+        except (TypeError, KeyError):
+            return None  # a damaged mark: write the shard again
         return entry
 
     def mark(self, split: str, k: int, entry: dict) -> None:
@@ -105,13 +122,13 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
     notes = [] if notes is None else notes
     manifest = {"format": FORMAT, "version": VERSION, "name": name, "source": source,
                 "class_names": list(class_names), "encoding": "raw", "splits": {}}
-    image_shape, dtype = None, None
+    image_shape, dtype, skipped_files = None, None, []
     total = sum(counts.values())
     bar = tqdm(total=total, desc=f"prepare {name or out}", unit="img", disable=not progress, dynamic_ncols=True)
     for split, (items, labels) in splits.items():
         labels = np.asarray(labels, np.int32)
         n_shards = max(1, math.ceil(len(items) / shard_size))
-        files, kept_labels, skipped = [], [], 0
+        files, kept_labels, skipped, before = [], [], 0, len(skipped_files)
         for k in range(n_shards):
             lo, hi = k * shard_size, min(len(items), (k + 1) * shard_size)
             entry = plan.done(split, k)
@@ -119,15 +136,17 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
                 chunk = items[lo:hi]
                 if decode is None:
                     images, kept = np.asarray(chunk), np.arange(hi - lo)
-                else:
-                    images, kept = decode(chunk, image_shape)
+                    failed = []
+                else:  # decode -> (images, kept positions[, names of the files skipped])
+                    images, kept, *rest = decode(chunk, image_shape)
+                    failed = list(rest[0]) if rest else []
                 images = record_array(images, f"{out}: {split} shard {k}")
                 if image_shape is not None and len(images) and tuple(images.shape[1:]) != image_shape:
                     raise DataError(f"{out}: {split} shard {k} holds images of {images.shape[1:]}, others "
                                     f"{image_shape}")
                 path = os.path.join(out, _shard_name(split, k, n_shards))
                 entry = {"file": write_shard(path, images), "labels": labels[lo:hi][kept].tolist(),
-                         "skipped": int((hi - lo) - len(kept)),
+                         "skipped": int((hi - lo) - len(kept)), "skipped_files": failed,
                          "image_shape": list(images.shape[1:]) if len(images) else None,
                          "dtype": images.dtype.name}
                 plan.mark(split, k, entry)
@@ -140,10 +159,11 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
             files.append(entry["file"])
             kept_labels.extend(entry["labels"])
             skipped += entry["skipped"]
+            skipped_files.extend(entry.get("skipped_files", []))
             bar.update(hi - lo)
         if not kept_labels:
             raise DataError(f"{out}: the {split} split has zero examples after decoding ({skipped} skipped)")
-        if skipped:
+        if skipped > len(skipped_files) - before:  # shards marked by a jaxcnn that kept no names
             notes.append(f"{split}: skipped {skipped} file(s) that could not be decoded as images")
         labels_path = os.path.join(out, f"{split}-labels.npy")
         np.save(labels_path, np.asarray(kept_labels, np.int32))
@@ -152,6 +172,8 @@ def prepare_arrays(out: str, splits: dict, class_names: Sequence[str], *, name: 
             "labels": {"path": os.path.basename(labels_path), "sha256": sha256_file(labels_path)},
             "class_counts": np.bincount(np.asarray(kept_labels), minlength=len(class_names)).tolist()}
     bar.close()
+    if skipped_files:  # one message for the whole preparation, every file named (or listed in skipped.txt)
+        notes.insert(0, skipped_note(skipped_files, os.path.join(out, SKIPPED_LIST)))
     manifest["image_shape"] = list(image_shape)
     manifest["dtype"] = dtype
     manifest["notes"] = notes
@@ -242,16 +264,22 @@ def prepare(source: str, out: str, *, image_size=None, color_mode: str = "rgb", 
             notes.append(f"{path}: ignored {ignored} file(s) without an image extension")
 
         def decode(chunk, shape):
-            names = [e[0] for e in chunk]
+            names, failed = [e[0] for e in chunk], []
             size = image_size or (tuple(shape[:2]) if shape else None)
-            images, kept, shapes = imf.decode_images([e[1] for e in chunk], size, channels, on_error, names, notes)
+            try:
+                images, kept, shapes = imf.decode_images([e[1] for e in chunk], size, channels, on_error, names,
+                                                         skipped=failed)
+            except imf.NothingDecodes:  # a first shard of broken files only: skipped, the next sets the size
+                if on_error == "raise":
+                    raise
+                return np.zeros((0, 1, 1, channels), np.uint8), np.zeros(0, np.int64), names
             if image_size is None and len(kept):
                 want = images.shape[1:3]
                 bad = np.nonzero(np.any(shapes != np.asarray(want), axis=1))[0]
-                if len(bad):
-                    raise DataError(f"{names[kept[bad[0]]]}: image size {tuple(shapes[bad[0]])} differs from "
-                                    f"{tuple(want)}; pass --image-size to resize")
-            return images, kept
+                if len(bad):  # plain integers in the message
+                    raise DataError(f"{names[kept[bad[0]]]}: image size {tuple(int(v) for v in shapes[bad[0]])} "
+                                    f"differs from {tuple(int(v) for v in want)}; pass --image-size to resize")
+            return images, kept, failed
 
         name = imf.archive_stem(os.path.basename(os.path.normpath(path)))
         manifest = prepare_arrays(out, splits, class_names, name=name, source=key, shard_size=shard_size,
@@ -268,5 +296,5 @@ def prepare(source: str, out: str, *, image_size=None, color_mode: str = "rgb", 
         manifest = prepare_arrays(out, splits, ds.class_names, name=ds.name, source=key, shard_size=shard_size,
                                   progress=progress)
     for msg in manifest.get("notes", []):
-        warnings.warn(msg, stacklevel=2)
+        warn_user(msg)
     return manifest

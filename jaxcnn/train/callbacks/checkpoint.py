@@ -19,6 +19,7 @@ from jaxcnn.checkpoint.diagnostics import say
 from jaxcnn.checkpoint.errors import CheckpointError, CheckpointMismatchError, Interrupted, Preempted
 from jaxcnn.checkpoint.manager import CheckpointManager
 from jaxcnn.checkpoint.preemption import StopFlag, preempted
+from jaxcnn.lock import FolderLock, NoLock
 from jaxcnn.train.callbacks.base import Callback
 
 
@@ -54,6 +55,7 @@ class CheckpointCallback(Callback):
     The other callbacks' states (`get_state`: EarlyStopping, ReduceLROnPlateau) are saved too.
     It begins before the other callbacks and handles every other hook after them
     (`keeps_run`), so a checkpoint covers what they logged for its step.
+    While it trains, `directory` is locked (`jaxcnn.lock`, process 0): a second run on it is refused.
 
     SIGTERM (preemption) or Ctrl-C (SIGINT) makes the next step end save, wait for the write, and
     raise `Preempted` (a SystemExit with status 143) or `Interrupted` (a KeyboardInterrupt, 130);
@@ -78,19 +80,30 @@ class CheckpointCallback(Callback):
         self._last_saved = None
         self._due_at_epoch_end = False  # a step interval ended on the epoch's last step
         self._step = 0  # the global step at the last hook
+        self._lock: FolderLock | NoLock = NoLock()
 
     # hooks
     def on_train_begin(self, trainer) -> None:
         _quiet_orbax_warnings()
-        self.manager = CheckpointManager(self.directory, max_to_keep=self.max_to_keep,
-                                         best_metric=self.best_metric, best_mode=self.best_mode,
-                                         async_save=self.async_save)
-        self.resumed_from = None
-        if self.resume:
-            self._restore(trainer)
-        elif self.manager.all_steps():
-            raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
-                                  f"{self.manager.all_steps()}) and resume=False: use another directory")
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise CheckpointError(f"{self.directory}: exists and is not a directory, so it cannot hold "
+                                  "checkpoints (move it away or pass another directory)")
+        # Before Orbax opens the folder: opening it removes the temporary folders of saves in flight.
+        self._lock = (FolderLock(self.directory, "checkpoint directory") if jax.process_index() == 0
+                      else NoLock()).acquire()
+        try:
+            self.manager = CheckpointManager(self.directory, max_to_keep=self.max_to_keep,
+                                             best_metric=self.best_metric, best_mode=self.best_mode,
+                                             async_save=self.async_save)
+            self.resumed_from = None
+            if self.resume:
+                self._restore(trainer)
+            elif self.manager.all_steps():
+                raise CheckpointError(f"{self.directory} already holds checkpoints (steps "
+                                      f"{self.manager.all_steps()}) and resume=False: use another directory")
+        except BaseException:
+            self._lock.release()
+            raise
         self._step = int(trainer.state.step)  # the loop's position derives from it, resumed or not
         self._due_at_epoch_end = False
         trainer.resumable = self.resume  # the run's writers (TensorBoard, CSV) follow the checkpoints
@@ -131,11 +144,14 @@ class CheckpointCallback(Callback):
     def on_train_end(self, trainer) -> None:
         late = self._stop.flag  # a signal after the last step's check: the run is saved, stop still
         self._stop.uninstall()
-        if self.manager is not None:
-            if late:
-                self._save(trainer, len(trainer.history.epoch), 0)
-            self.manager.wait()
-            self.manager.close()
+        try:
+            if self.manager is not None:
+                if late:
+                    self._save(trainer, len(trainer.history.epoch), 0)
+                self.manager.wait()
+                self.manager.close()
+        finally:
+            self._lock.release()
         if late:
             self._raise_stop(late, trainer.global_step, len(trainer.history.epoch), 0)
 
@@ -194,6 +210,7 @@ class CheckpointCallback(Callback):
         global_step = self._save(trainer, epoch, step_in_epoch)
         self.manager.wait()
         self.manager.close()
+        self._lock.release()
         self._stop.uninstall()
         self._raise_stop(signum, global_step, epoch, step_in_epoch)
 

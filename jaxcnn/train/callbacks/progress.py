@@ -27,8 +27,8 @@ def _fmt(logs: dict, skip=("seconds",)) -> str:
 class Progress:
     """The loop's display: a tqdm bar per epoch (verbose 1), an epoch line (verbose 1 and 2).
 
-    Epoch lines go to the `jaxcnn` logger (INFO); without a logging configuration they go to
-    stderr (see `ensure_log_handler`).
+    Epoch lines go to the `jaxcnn` logger (INFO), which writes them to stderr in its own format
+    whatever else configured logging (see `_own_logging`).
     """
 
     def __init__(self, verbose: int, epochs: int, steps: int):
@@ -53,19 +53,35 @@ class Progress:
             self.bar.close()
             self.bar = None
 
-    def end(self, epoch: int, logs: dict) -> None:
+    def end(self, epoch: int, logs: dict, timing: dict | None = None) -> None:
+        """The epoch line; `timing`: StepTiming's per-epoch lists (its row for `epoch` is shown)."""
         self.close()
         if self.verbose:
             seconds = logs.get("seconds", math.nan)
-            logger.info("Epoch %d/%d - %.1fs - %s", epoch + 1, self.epochs, seconds, _fmt(logs))
+            speed = ""
+            if timing and timing.get("epoch") and timing["epoch"][-1] == epoch:
+                speed = (f"{1e3 * timing['step_time'][-1]:.1f} ms/step, {timing['images_per_second'][-1]:.0f} img/s, "
+                         f"input wait {100 * timing['input_wait_fraction'][-1]:.0f}% - ")
+            logger.info("Epoch %d/%d - %.1fs - %s%s", epoch + 1, self.epochs, seconds, speed, _fmt(logs))
+
+
+class _Format(logging.Formatter):
+    """Keras-like lines: INFO as written (`Epoch 1/8 - 3.2s - loss: ...`), warnings and errors
+    as `jaxcnn: warning: ...`, as the command line writes its own."""
+
+    def format(self, record):
+        text = record.getMessage()
+        if record.exc_info:
+            text = f"{text}\n{self.formatException(record.exc_info)}"
+        return f"jaxcnn: {record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Plain `message` lines to whatever `sys.stderr` is at the time of each record."""
+    """jaxcnn's own lines to whatever `sys.stderr` is at the time of each record."""
 
     def __init__(self):
         super().__init__(sys.stderr)
-        self.setFormatter(logging.Formatter("%(message)s"))
+        self.setFormatter(_Format())
 
     @property
     def stream(self):
@@ -76,25 +92,29 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def ensure_log_handler() -> None:
-    """Let the `jaxcnn` logger's INFO lines reach stderr when nobody configured logging.
-
-    With a handler on the root logger (logging.basicConfig, absl) nothing is added: records
-    propagate there. Otherwise one plain stderr handler is attached to the `jaxcnn` logger.
-    """
-    if logger.handlers or logging.getLogger().handlers:
-        if logger.level == logging.NOTSET and logging.getLogger().level > logging.INFO:
-            logger.setLevel(logging.INFO)
-        return
-    plain_stderr_logging()
-
-
-def plain_stderr_logging() -> None:
-    """The command line's logging: the `jaxcnn` logger's lines as they are, on stderr, at INFO.
-
-    (Some libraries configure the root logger on import, which would prefix every line.)
+def _own_logging() -> None:
+    """The `jaxcnn` logger owns its handler and format: one line format for epoch lines whatever
+    else configured logging (`logging.basicConfig`, absl, TensorFlow configure the root logger
+    and would prefix `INFO:jaxcnn:`). Done once, on import; change it afterwards like any logger
+    (`propagate = True` sends the records to the root's handlers as well, `setLevel` silences).
     """
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler())
-    logger.setLevel(logging.INFO)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+_own_logging()
+
+
+def ensure_log_handler() -> None:
+    """Kept for callers: the `jaxcnn` logger has its own stderr handler since import (see `_own_logging`)."""
+    if not logger.handlers:  # someone removed every handler: put ours back
+        _own_logging()
+
+
+def plain_stderr_logging() -> None:
+    """The command line's logging: the `jaxcnn` logger's lines on stderr, at INFO, not propagated."""
+    _own_logging()
+    logger.setLevel(logging.INFO)

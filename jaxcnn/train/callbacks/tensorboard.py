@@ -9,12 +9,15 @@ host without TensorFlow writes real event files, and no TensorFlow is imported w
 
 Layout as Keras': `logdir/train` (per-step `batch_*` and per-epoch `epoch_*` scalars, the
 learning rate, a grid of the first training batch's images, the model summary as text) and
-`logdir/validation` (per-epoch `epoch_*`).
+`logdir/validation` (per-epoch `epoch_*`). Per epoch also `epoch_step_time`,
+`epoch_input_wait_fraction` and `epoch_images_per_second` (jaxcnn.train.callbacks.timing);
+`profile_steps=(START, STOP)` adds a `jax.profiler` trace of those global steps under
+`logdir/train/plugins/profile` (jaxcnn.train.callbacks.profile), as Keras' `profile_batch`.
 
 In a run that a checkpoint resumes, the logs follow the run: on a resume, whatever a killed
 process logged after its last checkpoint is cut from the event files (jaxcnn.train.callbacks.tb_events),
 and every log point is flushed before the checkpoint of its step is written, so the scalars equal
-an uninterrupted run's.
+an uninterrupted run's (the wall-clock ones excepted).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import numpy as np
 
 from jaxcnn.train.callbacks import tb_events
 from jaxcnn.train.callbacks.base import Callback
+from jaxcnn.train.callbacks.profile import ProfileSteps
 from jaxcnn.train.callbacks.progress import logger
+from jaxcnn.train.callbacks.timing import TIMING_KEYS
 
 
 def _tb():
@@ -133,7 +138,8 @@ class TensorBoard(Callback):
     Per log point (`fit(log_every=...)`; 1 for every step): `batch_<metric>` running epoch
     means and `batch_learning_rate`; per epoch: `epoch_<metric>` in `train/` and `validation/`,
     `epoch_learning_rate`; once: a grid of `images` training images (0 for none) and the model
-    summary as text.
+    summary as text. `profile_steps`: `(START, STOP)` or "START:STOP", global steps to trace
+    with `jax.profiler` into `log_dir/train` (None: no trace).
 
     Under a checkpoint that resumes (`trainer.resumable`), a resumed run first cuts the event
     files back to the checkpoint's step (`tb_events.cut_back`) and writes the one-off summaries
@@ -141,13 +147,17 @@ class TensorBoard(Callback):
     """
 
     def __init__(self, log_dir: str = "logs", images: int = 16, write_steps: bool = True,
-                 write_summary: bool = True):
+                 write_summary: bool = True, profile_steps=None):
         self.log_dir, self.images, self.write_steps, self.write_summary = log_dir, images, write_steps, write_summary
+        self.profiler = (None if profile_steps is None
+                         else ProfileSteps(os.path.join(log_dir, "train"), profile_steps))
         self.train: SummaryWriter | None = None
         self.validation: SummaryWriter | None = None
         self.x_sample: np.ndarray | None = None  # set by the user, else taken from `trainer.fit_data`
 
     def on_train_begin(self, trainer):
+        if self.profiler is not None:
+            self.profiler.on_train_begin(trainer)
         if jax.process_index() != 0:
             return
         step = trainer.global_step
@@ -187,10 +197,16 @@ class TensorBoard(Callback):
                 self.validation.scalar(f"epoch_{k[4:]}", v, epoch)
             else:
                 self.train.scalar(f"epoch_{k}", v, epoch)
+        timing = getattr(trainer, "timing", None) or {}
+        if timing.get("epoch") and timing["epoch"][-1] == epoch:
+            for k in TIMING_KEYS:
+                self.train.scalar(f"epoch_{k}", timing[k][-1], epoch)
         self.train.flush()
         self.validation.flush()
 
     def on_train_end(self, trainer):
+        if self.profiler is not None:
+            self.profiler.on_train_end(trainer)
         for w in (self.train, self.validation):
             if w is not None:
                 w.close()

@@ -31,9 +31,10 @@ from jaxcnn.data.pipeline import epoch_order
 ROADS = ("auto", "pipeline", "device")
 
 
-def normalize_images(images):
-    """uint8 [0, 255] -> float32 [0, 1] exactly as the pipelines do; other dtypes -> float32."""
-    if images.dtype == jnp.uint8:
+def normalize_images(images, scale_uint8: bool = True):
+    """uint8 [0, 255] -> float32 [0, 1] exactly as the pipelines do (only cast without
+    `scale_uint8`: a model that scales its own pixels); other dtypes -> float32."""
+    if images.dtype == jnp.uint8 and scale_uint8:
         return images.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
     return images.astype(jnp.float32)
 
@@ -88,7 +89,8 @@ def choose_road(road: str, *, nbytes: int, strategy, has_host_augment: bool = Fa
     return "device" if fits_on_device(nbytes) else "pipeline"
 
 
-def make_chunk_fn(train_step: Callable, augment: Callable | None = None, unroll: int | bool = 1) -> Callable:
+def make_chunk_fn(train_step: Callable, augment: Callable | None = None, unroll: int | bool = 1,
+                  scale_uint8: bool = True) -> Callable:
     """`chunk(state, data, idx[K, B], key) -> (state, metric_sums)`, un-jitted.
 
     `data` holds the on-device dataset: `image`, `label` and optionally `weight` (per example).
@@ -99,7 +101,7 @@ def make_chunk_fn(train_step: Callable, augment: Callable | None = None, unroll:
 
     def chunk(state, data, idx, key):
         def body(state, rows):
-            images = normalize_images(jnp.take(data["image"], rows, axis=0))
+            images = normalize_images(jnp.take(data["image"], rows, axis=0), scale_uint8)
             if augment is not None:
                 images = augment(images, jax.random.fold_in(key, state.step))
             batch = {k: jnp.take(v, rows, axis=0) for k, v in data.items() if k != "image"}
@@ -153,7 +155,8 @@ class DeviceRoad:
         self._indices: dict[int, np.ndarray] = {}  # the current and the next epoch's
         self._ahead = None  # host work to do once the next chunk is dispatched
         self._compiled: dict = {}  # chunk length -> executable compiled ahead of time
-        chunk = make_chunk_fn(trainer.make_train_step(), augment, unroll)
+        chunk = make_chunk_fn(trainer.make_train_step(), augment, unroll,
+                              getattr(trainer, "input_scaling", "divide_by_255") == "divide_by_255")
         # The same function for every full chunk and for the shorter tail chunk of an epoch:
         # two shapes, two compilations, then no retracing across chunks and epochs.
         self.chunk = jax.jit(chunk, donate_argnums=(0,),

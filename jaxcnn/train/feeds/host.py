@@ -26,7 +26,8 @@ def host_pipeline(trainer, x, n_or_y, batch_size: int, augment: Callable | None 
         # Same batches; measured on a 2-core CPU, tf.data's threads slowed XLA's step ~1.1-2x.
         backend = "numpy"
     return ArrayPipeline(x, n_or_y, local, seed=trainer.seed, backend=backend, augment=augment,
-                         process_index=jax.process_index(), process_count=jax.process_count())
+                         process_index=jax.process_index(), process_count=jax.process_count(),
+                         scale_uint8=getattr(trainer, "input_scaling", "divide_by_255") == "divide_by_255")
 
 
 def _labelled(batches, y: np.ndarray, weight: np.ndarray | None) -> Iterator[dict]:

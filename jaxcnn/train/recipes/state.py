@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.compile_cache import run_once
 from jaxcnn.train.feeds.device import normalize_images
 from jaxcnn.train.recipes.recipe import Recipe
 from jaxcnn.train.recipes.sgd import make_optimizer
@@ -39,7 +40,7 @@ def init_state(model, input_shape, recipe: Recipe, total_steps: int, steps_per_e
                whiten_images=None) -> SpeedState:
     """The recipe's first state: `model` initialized from `seed`, its "whiten" kernel fitted to
     `whiten_images` (uint8 NHWC) when the recipe whitens, the lookahead average at the start."""
-    variables = jax.jit(lambda: init_variables(model, input_shape, seed))()
+    variables = run_once(lambda: init_variables(model, input_shape, seed))  # compiled cheaply: runs once
     params = variables["params"]
     if recipe.whiten:
         fit = jax.jit(lambda images: whitening_kernel(
