@@ -1,12 +1,14 @@
 """A small checkpointed training run for tests/test_checkpoint.py, in-process or as a subprocess.
 
     python tests/ckpt_worker.py WORKDIR [--step-sleep S] [--hang-in-save STEP] [--backend tf]
-                                        [--epochs N] [--file-size-limit BYTES] [--prepared DIR]
+                                        [--epochs N] [--file-size-limit BYTES] [--prepared DIR] [--uncaught]
 
 N2 (tutorial A's MNIST CNN with dropout, so the rng matters) on the first 256 MNIST training images,
-batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end.
+batch 32 (8 steps per epoch), 2 epochs, a checkpoint every 3 steps and at each epoch end, with
+every writer a run has on: TensorBoard (WORKDIR/tensorboard, a log every 2 steps), a CSV log
+(WORKDIR/log.csv), EarlyStopping and ReduceLROnPlateau (whose state the checkpoints carry).
 With `--prepared DIR` the same images are streamed from a prepared dataset (`prepare_data`).
-Prints `STEP <global step>` after each step (once its checkpoint, if any, has been started);
+Prints `STEP <global step>` after each step (before its checkpoint, if any, is started);
 writes WORKDIR/final.npz with the final params when training completes.
 """
 
@@ -27,6 +29,7 @@ from jaxcnn.data import load_dataset
 from jaxcnn.data.records import prepare_arrays
 from jaxcnn.models.layers import Conv, Dense, flatten, max_pool
 from jaxcnn.train import Trainer
+from jaxcnn.train.callbacks import CSVLogger, EarlyStopping, ReduceLROnPlateau, TensorBoard
 
 EPOCHS, BATCH, N_TRAIN, N_TEST = 2, 32, 256, 64
 STEPS_PER_EPOCH = N_TRAIN // BATCH
@@ -85,8 +88,13 @@ def run(workdir, backend="numpy", step_sleep=0.0, epochs=EPOCHS, async_save=True
     trainer = make_trainer(backend)
     ckpt = CheckpointCallback(os.path.join(workdir, "checkpoints"), every_n_steps=3, max_to_keep=2,
                               best_metric="val_accuracy", async_save=async_save)
-    trainer.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=BATCH, verbose=0,
-                validation_data=(ds.x_test, ds.y_test), callbacks=[ckpt, _Progress(step_sleep)])
+    writers = [TensorBoard(os.path.join(workdir, "tensorboard"), images=4),
+               CSVLogger(os.path.join(workdir, "log.csv")),
+               EarlyStopping("val_loss", patience=3),
+               # lowers the rate after every epoch but the first (a plateau no loss can leave)
+               ReduceLROnPlateau("val_loss", factor=0.5, patience=0, min_delta=1e9)]
+    trainer.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=BATCH, verbose=0, log_every=2,
+                validation_data=(ds.x_test, ds.y_test), callbacks=[ckpt, _Progress(step_sleep), *writers])
     np.savez(os.path.join(workdir, "final.npz"), predictions=trainer.predict(ds.x_test),
              **{jax.tree_util.keystr(k): np.asarray(v)
                 for k, v in jax.tree_util.tree_flatten_with_path(trainer.state.params)[0]})
@@ -119,6 +127,8 @@ if __name__ == "__main__":
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--prepared", help="stream the data from this prepared dataset folder")
     p.add_argument("--file-size-limit", type=int, help="RLIMIT_FSIZE: a bigger write fails (EFBIG)")
+    p.add_argument("--uncaught", action="store_true",
+                   help="a user's plain script: Preempted / Interrupted are not caught here")
     args = p.parse_args()
     if args.file_size_limit:
         import resource
@@ -128,6 +138,10 @@ if __name__ == "__main__":
         resource.setrlimit(resource.RLIMIT_FSIZE, (args.file_size_limit, args.file_size_limit))
     if args.hang_in_save is not None:
         _hang_in_save(args.hang_in_save)
+    if args.uncaught:
+        run(args.workdir, args.backend, args.step_sleep, epochs=args.epochs, prepared=args.prepared)
+        print("DONE", flush=True)
+        sys.exit(0)
     try:
         run(args.workdir, args.backend, args.step_sleep, epochs=args.epochs, prepared=args.prepared)
     except Preempted as e:

@@ -25,6 +25,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxcnn import checkpoint
+from jaxcnn.train.callbacks import tb_events
+from jaxcnn.train.callbacks.timing import TIMING_KEYS
 from jaxcnn.weights import store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -92,10 +94,39 @@ def assert_same_run(workdir, reference):
     assert sorted(got) == sorted(want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=f"{k} differs from the uninterrupted run")
+    assert_same_logs(workdir, reference)
+
+
+# Wall-clock scalars (jaxcnn.train.callbacks.timing): the ones a resumed run cannot repeat.
+WALL_CLOCK_TAGS = {f"epoch_{k}" for k in TIMING_KEYS}
+
+
+def csv_rows(path):
+    """The CSV log's rows without the `seconds` column (wall time, the one log that may differ)."""
+    rows = [line.rstrip("\n").split(",") for line in open(path)]
+    drop = rows[0].index("seconds") if "seconds" in rows[0] else None
+    return [[v for i, v in enumerate(r) if i != drop] for r in rows]
+
+
+def assert_same_logs(workdir, reference):
+    """history.json, the CSV log and the TensorBoard scalars equal the reference's bitwise."""
     h, ref_h = (json.load(open(os.path.join(d, "history.json"))) for d in (workdir, reference))
-    assert sorted(h) == sorted(ref_h)
-    for k in ref_h:  # epoch means: same examples, summed in another grouping
-        np.testing.assert_allclose(h[k], ref_h[k], rtol=1e-6, err_msg=k)
+    assert h == ref_h  # every epoch's metrics and learning rate, to the last bit
+    assert csv_rows(os.path.join(workdir, "log.csv")) == csv_rows(os.path.join(reference, "log.csv"))
+    for run in ("train", "validation"):
+        got, want = ({k: v for k, v in tb_events.scalars(os.path.join(d, "tensorboard", run)).items()
+                      if k[0] not in WALL_CLOCK_TAGS} for d in (workdir, reference))
+        twice = {k: v for k, v in got.items() if len(v) > 1}
+        assert not twice, f"{run}: steps logged more than once: {sorted(twice)[:5]}"
+        assert got == want, f"{run}: " + ", ".join(
+            f"{k}: {got.get(k)} vs {want.get(k)}" for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k))
+
+
+def copy_run(reference, workdir):
+    """The reference's run folder as a killed run leaves it: checkpoints, TensorBoard and CSV logs."""
+    shutil.copytree(reference / "checkpoints", workdir / "checkpoints")
+    shutil.copytree(reference / "tensorboard", workdir / "tensorboard")
+    shutil.copy(reference / "log.csv", workdir / "log.csv")
 
 
 def steps_on_disk(workdir):
@@ -180,7 +211,7 @@ def _delete_piece(step_dir):
 
 @pytest.mark.parametrize("damage", [_truncate_largest, _delete_piece], ids=["truncate", "delete"])
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(damage, tmp_path, env, reference):
-    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    copy_run(reference, tmp_path)  # the run's logs come along: they must be cut back to the fallback
     steps = steps_on_disk(tmp_path)
     newest, previous = steps[-1], steps[-2]
     damage(str(tmp_path / "checkpoints" / str(newest)))
@@ -326,7 +357,10 @@ def test_disk_full_during_a_save_is_one_line_and_the_rerun_uses_the_previous_che
     before = steps_on_disk(tmp_path)
     # A third epoch resumes from the end of the second and saves at step 18: every file over
     # 32 KiB fails to write (EFBIG, as on a full disk), and the state's array file is bigger.
-    rc, out, err = finish(start(tmp_path, env, "--epochs", "3", "--file-size-limit", "32768"))
+    # (No compilation cache: its writes would fail too, with a warning of JAX's: the rate that
+    # ReduceLROnPlateau lowered at the end of epoch 2 compiles a step the cache has not seen.)
+    no_cache = {k: v for k, v in env.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"JAXCNN_COMPILATION_CACHE": "off"}
+    rc, out, err = finish(start(tmp_path, no_cache, "--epochs", "3", "--file-size-limit", "32768"))
     assert rc == 1, f"rc={rc}\n{out}\n{err[-3000:]}"
     assert re.search(r"CheckpointIOError: \S+/checkpoints/18\S*: cannot write checkpoint step 18: File too large",
                      err), err[-3000:]
@@ -494,3 +528,27 @@ def test_all_checkpoints_unreadable_is_an_error_then_a_fresh_start(reference, tm
     cb.on_train_begin(sgd_trainer)  # the directory is usable again: a fresh start
     cb.on_train_end(sgd_trainer)
     assert cb.resumed_from is None and steps_on_disk(tmp_path) == []
+
+
+def test_tensorboard_logs_are_cut_back_to_the_step_a_run_resumes_from(tmp_path):
+    # What a killed process leaves: per-step scalars past its last checkpoint (step 6), an epoch
+    # scalar of an epoch the checkpoint does not hold, and a record torn by the kill.
+    from jaxcnn.train.callbacks import SummaryWriter
+
+    logdir = str(tmp_path / "train")
+    w = SummaryWriter(logdir)
+    w.text("model", "summary", 0)
+    for step in range(2, 11, 2):
+        w.scalar("batch_loss", float(step), step)
+    w.scalar("epoch_loss", 1.5, 0)
+    w.scalar("epoch_loss", 2.5, 1)
+    w.close()
+    with open(w.path, "ab") as f:
+        f.write(b"\x30\x00\x00\x00\x00\x00\x00\x00torn")
+    assert tb_events.cut_back(logdir, step=6, epochs=1) == 3  # steps 8 and 10, epoch 1 (and the torn tail)
+    assert tb_events.scalars(logdir) == {("batch_loss", 2): [2.0], ("batch_loss", 4): [4.0],
+                                         ("batch_loss", 6): [6.0], ("epoch_loss", 0): [1.5]}
+    assert len(tb_events.read_records(w.path)) == 6  # and the file-version record and the text
+    assert tb_events.cut_back(logdir, step=6, epochs=1) == 0 and os.listdir(logdir) == [os.path.basename(w.path)]
+    tb_events.cut_back(logdir, step=0, epochs=0)  # a run that starts over: nothing of the old one
+    assert tb_events.scalars(logdir) == {} and len(tb_events.read_records(w.path)) == 1

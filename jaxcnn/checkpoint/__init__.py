@@ -14,7 +14,8 @@ Two kinds of folders:
     load_weights(trainer, "runs/x/checkpoints", step="best")  # inference / transfer
 
 Modules: errors, diagnostics (one-line errors, details to `checkpoint.log`), integrity
-(checksums), shapes (tree comparison), manager, weights, preemption (SIGTERM). The callback lives
+(checksums), shapes (tree comparison), manager, weights, preemption (SIGTERM and Ctrl-C: save,
+then `Preempted` / `Interrupted`, both `TrainingStopped`; see docs/checkpoints.md). The callback lives
 with the other callbacks (`jaxcnn.train.callbacks.CheckpointCallback`); its old name here is
 loaded on first use, since `jaxcnn.train` builds on this package.
 """
@@ -22,21 +23,23 @@ loaded on first use, since `jaxcnn.train` builds on this package.
 import importlib
 
 from jaxcnn.checkpoint.diagnostics import LOG_FILE
-from jaxcnn.checkpoint.errors import (SIGTERM_EXIT_CODE, CheckpointCorruptError, CheckpointError,
+from jaxcnn.checkpoint.errors import (SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, CheckpointCorruptError, CheckpointError,
                                       CheckpointFormatError, CheckpointIOError, CheckpointMismatchError,
-                                      CheckpointNotFoundError, Preempted)
+                                      CheckpointNotFoundError, Interrupted, Preempted, TrainingStopped)
 from jaxcnn.checkpoint.integrity import CHECKSUMS_FILE, file_checksums, verify_checksums, write_checksums
 from jaxcnn.checkpoint.manager import FORMAT_VERSION, CheckpointManager, load_weights, state_tree
+from jaxcnn.checkpoint.preemption import exit_on_stop
 from jaxcnn.checkpoint.shapes import shape_differences
 from jaxcnn.checkpoint.weights import (read_metadata, restore_params, restore_variables, save_params,
                                        save_variables)
 
 __all__ = [
-    "CHECKSUMS_FILE", "FORMAT_VERSION", "LOG_FILE", "SIGTERM_EXIT_CODE", "CheckpointCallback",
+    "CHECKSUMS_FILE", "FORMAT_VERSION", "LOG_FILE", "SIGINT_EXIT_CODE", "SIGTERM_EXIT_CODE", "CheckpointCallback",
     "CheckpointCorruptError", "CheckpointError", "CheckpointFormatError", "CheckpointIOError",
-    "CheckpointManager", "CheckpointMismatchError", "CheckpointNotFoundError", "Preempted",
+    "CheckpointManager", "CheckpointMismatchError", "CheckpointNotFoundError", "Interrupted", "Preempted",
+    "exit_on_stop",
     "file_checksums", "load_weights", "read_metadata", "restore_params", "restore_variables",
-    "save_params", "save_variables", "shape_differences", "state_tree", "verify_checksums",
+    "save_params", "save_variables", "shape_differences", "state_tree", "TrainingStopped", "verify_checksums",
     "write_checksums",
 ]
 

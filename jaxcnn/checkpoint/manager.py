@@ -2,7 +2,8 @@
 
 One sub-folder per global step holding `state/` (params, batch_stats, opt_state, step, rng) and
 `loop/` (JSON: epoch, position in the epoch, data seed, history, the epoch's metric sums so far,
-`jaxcnn_format`). The last `max_to_keep` are kept, plus the best by `best_metric`. Orbax writes
+`jaxcnn_format`), and `callbacks/` when a callback keeps arrays (EarlyStopping's best weights).
+The last `max_to_keep` are kept, plus the best by `best_metric`. Orbax writes
 each step into `<step>.orbax-checkpoint-tmp` and renames it when complete, so a folder named
 `<step>` is always a finished checkpoint; leftovers of a killed save are removed on the next start.
 `load_weights` takes params and batch_stats from such a folder, or from a weights folder.
@@ -35,8 +36,10 @@ FORMAT_VERSION = 1  # the `jaxcnn_format` in each checkpoint's loop state; raise
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # a step's folder while Orbax writes it (renamed on commit)
 
 
-# The items every step's folder holds (CheckpointManager.save writes both in one commit).
+# The items every step's folder holds (CheckpointManager.save writes both in one commit), and
+# the optional one with callbacks' arrays (EarlyStopping's best weights).
 ITEMS = ("loop", "state")
+CALLBACK_ARRAYS = "callbacks"
 
 
 def _check_complete(step_dir: str) -> None:
@@ -123,7 +126,8 @@ class CheckpointManager:
         try:
             self._manager = ocp.CheckpointManager(
                 self.directory, options=options,
-                item_handlers={"state": ocp.StandardCheckpointHandler(), "loop": ocp.JsonCheckpointHandler()})
+                item_handlers={"state": ocp.StandardCheckpointHandler(), "loop": ocp.JsonCheckpointHandler(),
+                               CALLBACK_ARRAYS: ocp.StandardCheckpointHandler()})
         except Exception as e:
             logging.getLogger("absl").removeFilter(self.log)
             raise io_error(e, "open checkpoint directory", self.directory) or _unreadable_steps(self.directory, e)
@@ -143,8 +147,9 @@ class CheckpointManager:
         return self._manager.metrics(step)
 
     # writing
-    def save(self, step: int, state, loop: dict, metrics: dict | None = None) -> None:
-        """Start saving `state` (a TrainState) and `loop` (JSON-able) as checkpoint `step`.
+    def save(self, step: int, state, loop: dict, metrics: dict | None = None, arrays: dict | None = None) -> None:
+        """Start saving `state` (a TrainState) and `loop` (JSON-able) as checkpoint `step`;
+        `arrays`: callbacks' arrays (`{callback key: pytree}`), restored into `loop["callback_arrays"]`.
 
         A write failure (disk full, permission) raises CheckpointIOError naming the path, here or
         from the next `save` / `wait`; the checkpoints already on disk are left as they are.
@@ -155,10 +160,11 @@ class CheckpointManager:
             metrics = None
         self.wait()  # a failure of the previous save is reported as that save's
         self._saving = step
+        items = {"state": ocp.args.StandardSave(state_tree(state)), "loop": ocp.args.JsonSave(loop)}
+        if arrays:
+            items[CALLBACK_ARRAYS] = ocp.args.StandardSave(arrays)
         with self._write_errors(step):
-            self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree(state)),
-                                                             loop=ocp.args.JsonSave(loop)),
-                               metrics=metrics, force=True)
+            self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
         if not self.async_save:
             self.wait()
 
@@ -236,6 +242,9 @@ class CheckpointManager:
                      "from these weights use jaxcnn.checkpoint.load_weights (params only).")
         out = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_abstract(target))))
+        if os.path.isdir(os.path.join(where, CALLBACK_ARRAYS)):
+            loop["callback_arrays"] = jax.device_get(self._manager.restore(step, args=ocp.args.Composite(
+                **{CALLBACK_ARRAYS: ocp.args.StandardRestore()}))[CALLBACK_ARRAYS])
         return state.replace(**out["state"]), loop
 
     def restore_weights(self, step: int, like: dict) -> dict:

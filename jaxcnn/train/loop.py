@@ -10,6 +10,10 @@ The state stays a pure pytree (`trainer.state`). One epoch loop serves every inp
 keeps the metric sums on the device, fetches them once per log, checks for NaN, shows progress and
 calls the callbacks. The global step (`state.step`) is the only cursor: the epoch and the position
 in it derive from it, so a checkpoint restores nothing but the state to resume mid-epoch.
+Everything the loop reports is a function of the global step, not of where the process started:
+the epoch's metric sums add each chunk's sums in step order (one float64 addition per chunk, so
+a resumed epoch sums exactly as an uninterrupted one), and log points fall on multiples of
+`log_every` within the epoch.
 What varies between runs is the step (`set_train_step`: a recipe's loss, lookahead), the feed
 and the callbacks (jaxcnn.train.recipes: speed records), never the loop.
 """
@@ -140,6 +144,7 @@ class Trainer:
         self.stop_training = False
         self.global_step = 0  # the host's copy of state.step while fit runs (no device sync)
         self.steps_per_epoch: int | None = None
+        self.epoch_stop: int | None = None
         self.fit_info: dict = {}
         self.road: str | None = None  # the name of the last fit's road ("device" | "pipeline")
         self.feed = None  # the last fit's input feed (jaxcnn.train.feeds); the device road reuses it
@@ -148,6 +153,9 @@ class Trainer:
         self.input_wait_seconds = 0.0  # seconds the loop waited for the feed's next chunk (timed_chunks)
         self.step_profiler = None  # a ProfileSteps while one traces (jaxcnn.train.callbacks.profile)
         self._epoch_sums, self._pending, self._restored_sums = None, [], None
+        self.callbacks = CallbackList()  # this fit's callbacks (checkpoints save their states)
+        self.resumable = False  # set by a checkpoint callback that resumes: the run's writers follow it
+        self._restored_states: dict | None = None
 
     def _build_tx(self, learning_rate):
         opt = self._optimizer
@@ -278,15 +286,18 @@ class Trainer:
         self.history = History(params={"epochs": epochs, "steps": steps, "verbose": verbose,
                                        "batch_size": batch_size, "road": self.road})
         self.stop_training = False
-        self._restored_sums = None
+        self._restored_sums, self._restored_states, self.resumable = None, None, False
         # The run's origin: the global step at which its epoch 0 began.
         origin = int(self.state.step) - initial_epoch * steps - initial_step
         if workdir is not None:
             validated = validation_data is not None and "accuracy" in self.metrics.names
             callbacks = run_folder_callbacks(workdir, callbacks, "val_accuracy" if validated else None)
         timing = [] if any(isinstance(cb, StepTiming) for cb in callbacks) else [StepTiming()]
-        cbs = CallbackList([*timing, *callbacks])
+        cbs = self.callbacks = CallbackList([*timing, *callbacks])
+        self.global_step = int(self.state.step)
         cbs.on_train_begin(self)
+        if self._restored_states:  # after every on_train_begin, which starts each callback afresh
+            cbs.set_states(self, self._restored_states)
         self.global_step = int(self.state.step)  # a callback may have restored a checkpoint
         if self.global_step < origin:
             raise ValueError(f"the state's step {self.global_step} lies before this fit's start {origin}")
@@ -322,20 +333,21 @@ class Trainer:
     def _run_epoch(self, road, epoch, start, stop, sums, cbs, progress, log_every) -> dict:
         """One epoch's steps [start, stop) over the feed's chunks: the one training loop."""
         self._epoch_sums, self._pending = sums, []
+        self.epoch_stop = stop  # the step this epoch's training ends at (then its end: validation, logs)
         cbs.on_epoch_begin(self, epoch)
         progress.begin(epoch, start)
-        since_log = 0
         for first, last, payload in timed_chunks(road.train_chunks(epoch, start, stop), self):
             self.state, chunk_sums = road.run(self.state, payload)
             self._pending.append(chunk_sums)
             self.global_step += last - first
-            since_log += last - first
-            cbs.on_step_end(self, epoch, last)
-            if last == stop or (log_every and since_log >= log_every):
+            # Log points by position in the epoch (not since the process started): a resumed
+            # run logs the very steps an uninterrupted one does. Logs come before on_step_end,
+            # where a checkpoint may save: what it saves covers what was logged.
+            if last == stop or (log_every and last // log_every > first // log_every):
                 logs = self._running_logs(epoch, last)
                 progress.update(last, logs)
                 cbs.on_log(self, self.global_step, logs)
-                since_log = 0
+            cbs.on_step_end(self, epoch, last)
             if self.stop_training:
                 break
         totals = self.epoch_metric_sums()
@@ -355,22 +367,25 @@ class Trainer:
                 "inputs for NaN/inf and the labels' range.")
         return logs
 
-    def restore_run(self, state, history: dict | None = None, epoch_sums: dict | None = None) -> None:
+    def restore_run(self, state, history: dict | None = None, epoch_sums: dict | None = None,
+                    callback_states: dict | None = None) -> None:
         """Continue a run from a checkpoint (called by callbacks in `on_train_begin`).
 
-        `fit` takes its position from `state.step`; `history` holds the run's earlier epochs and
-        `epoch_sums` the metric sums of the interrupted epoch's steps so far.
+        `fit` takes its position from `state.step`; `history` holds the run's earlier epochs,
+        `epoch_sums` the metric sums of the interrupted epoch's steps so far and
+        `callback_states` what `CallbackList.get_states` saved (set back after `on_train_begin`).
         """
-        self.state = state
+        self.state, self.global_step = state, int(state.step)
         if history:
             self.history.restore(history)
-        self._restored_sums = epoch_sums
+        self._restored_sums, self._restored_states = epoch_sums, callback_states
 
     def epoch_metric_sums(self) -> dict | None:
         """The current epoch's metric sums so far (checkpoints save them: resumed epochs stay whole)."""
         if self._pending:
-            self._epoch_sums = _add(self._epoch_sums, jax.tree.map(lambda *xs: np.sum(xs, axis=0),
-                                                                   *jax.device_get(self._pending)))
+            # Chunk by chunk in step order: the same additions however often this is called.
+            for chunk_sums in jax.device_get(self._pending):
+                self._epoch_sums = _add(self._epoch_sums, chunk_sums)
             self._pending = []
         return self._epoch_sums
 

@@ -13,6 +13,12 @@ Hooks (define any; a callback need not subclass `Callback`):
     on_epoch_end(trainer, epoch, logs)       the epoch's metrics, `val_*`, learning rate, seconds
     on_train_end(trainer)
 
+A callback that keeps the run (`keeps_run = True`: the checkpoint) begins first, so the
+others see the restored run, and handles every other hook last, so what it saves covers what
+the others did and wrote for that step or epoch. A callback with state that must survive a
+resume defines `get_state(trainer) -> JSON-able dict` and `set_state(trainer, state)`: the
+checkpoint saves it and `fit` puts it back after every `on_train_begin`.
+
 Metrics stay on the device between logs; `on_log` is called only at log points (fetching them
 waits for the device), `fit(log_every=1)` makes it per step. `trainer.global_step` is the step
 count on the host (it mirrors `trainer.state.step` without a device sync).
@@ -43,6 +49,27 @@ class CallbackList:
 
     def __init__(self, callbacks=()):
         self.callbacks = list(callbacks)
+        keeps = [cb for cb in self.callbacks if getattr(cb, "keeps_run", False)]
+        others = [cb for cb in self.callbacks if not getattr(cb, "keeps_run", False)]
+        self._begin_order, self._order = keeps + others, others + keeps
+
+    def _stateful(self):
+        """`(key, callback)` for each callback with state: its class name, `#2`... for repeats."""
+        seen: dict[str, int] = {}
+        for cb in self.callbacks:
+            if callable(getattr(cb, "get_state", None)) and callable(getattr(cb, "set_state", None)):
+                name = type(cb).__name__
+                seen[name] = seen.get(name, 0) + 1
+                yield (name if seen[name] == 1 else f"{name}#{seen[name]}"), cb
+
+    def get_states(self, trainer) -> dict:
+        """Every stateful callback's state, keyed as `_stateful` names them (for checkpoints)."""
+        return {key: cb.get_state(trainer) for key, cb in self._stateful()}
+
+    def set_states(self, trainer, states: dict) -> None:
+        for key, cb in self._stateful():
+            if key in states:
+                cb.set_state(trainer, states[key])
 
     def wants(self, hook: str) -> bool:
         """Whether any callback overrides `hook` (the base class's no-op does not count)."""
@@ -53,8 +80,10 @@ class CallbackList:
         if hook not in HOOKS:
             raise AttributeError(hook)
 
+        order = self._begin_order if hook == "on_train_begin" else self._order
+
         def call(*args):
-            for cb in self.callbacks:
+            for cb in order:
                 fn = getattr(cb, hook, None)
                 if fn is not None:
                     fn(*args)

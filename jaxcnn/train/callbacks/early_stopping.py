@@ -24,6 +24,31 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self, trainer):
         self.wait, self.best, self.best_epoch, self.stopped_epoch, self._best_state = 0, None, None, None, None
+        self.best_step = None  # the global step at the best epoch's end
+
+    def get_state(self, trainer) -> dict:
+        """What a checkpoint keeps; `arrays`: the best epoch's weights (`restore_best_weights`)."""
+        state = {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                 "stopped_epoch": self.stopped_epoch, "best_step": self.best_step}
+        if self._best_state is not None:
+            state["arrays"] = self._best_state
+        return state
+
+    def set_state(self, trainer, state: dict) -> None:
+        self.wait, self.best = state["wait"], state["best"]
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self.best_step = state.get("best_step")
+        if state.get("arrays") is not None:
+            self._best_state = state["arrays"]
+        elif self.restore_best_weights and self.best_epoch is not None:
+            # A checkpoint without the best weights (restore_best_weights was off when it was
+            # written): exact at the best epoch's end; else the resumed ones stand in for them.
+            if self.best_step != trainer.global_step:
+                logger.warning("EarlyStopping: resumed without the weights of best epoch %d; "
+                               "restore_best_weights will use the weights of a later best epoch, "
+                               "else the resumed ones", self.best_epoch + 1)
+            self._best_state = jax.device_get({"params": trainer.state.params,
+                                               "batch_stats": trainer.state.batch_stats})
 
     def on_epoch_end(self, trainer, epoch, logs):
         value = logs.get(self.monitor)
@@ -33,7 +58,7 @@ class EarlyStopping(Callback):
         if epoch < self.start_from_epoch:
             return
         if better(self.mode, float(value), self.best, self.min_delta):
-            self.best, self.best_epoch, self.wait = float(value), epoch, 0
+            self.best, self.best_epoch, self.wait, self.best_step = float(value), epoch, 0, trainer.global_step
             if self.restore_best_weights:  # a host copy: the next step donates the device buffers
                 self._best_state = jax.device_get({"params": trainer.state.params,
                                                    "batch_stats": trainer.state.batch_stats})

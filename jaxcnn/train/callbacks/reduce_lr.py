@@ -25,6 +25,18 @@ class ReduceLROnPlateau(Callback):
 
     def on_train_begin(self, trainer):
         self.wait, self.cooldown_left, self.best = 0, 0, None
+        self.learning_rate = None  # the rate this callback set last
+
+    def get_state(self, trainer) -> dict:
+        return {"wait": self.wait, "cooldown_left": self.cooldown_left, "best": self.best,
+                "learning_rate": self.learning_rate}
+
+    def set_state(self, trainer, state: dict) -> None:
+        """Back to a checkpoint's state, the learning rate it had lowered to included."""
+        self.wait, self.cooldown_left, self.best = state["wait"], state["cooldown_left"], state["best"]
+        self.learning_rate = state.get("learning_rate")
+        if self.learning_rate is not None and self.learning_rate != trainer.current_learning_rate():
+            trainer.set_learning_rate(self.learning_rate)
 
     def on_epoch_end(self, trainer, epoch, logs):
         value = logs.get(self.monitor)
@@ -45,5 +57,6 @@ class ReduceLROnPlateau(Callback):
             if lr is not None and lr > self.min_lr:
                 new = max(lr * self.factor, self.min_lr)
                 trainer.set_learning_rate(new)
+                self.learning_rate = new
                 logger.info("ReduceLROnPlateau: learning rate %.3g -> %.3g after epoch %d", lr, new, epoch + 1)
             self.cooldown_left, self.wait = self.cooldown, 0

@@ -1,8 +1,8 @@
 """TensorBoard event files without TensorFlow: `SummaryWriter` and the `TensorBoard` callback.
 
-Written with TensorBoard's own event-file writer and protobufs (the `tensorboard` package, which
-needs no TensorFlow; `pip install 'jaxcnn[tensorboard]'`), the same writer PyTorch's
-SummaryWriter uses, so a GPU or TPU host without TensorFlow writes real event files:
+Written with TensorBoard's own record writer and protobufs (the `tensorboard` package, which
+needs no TensorFlow; `pip install 'jaxcnn[tensorboard]'`) into a plain file, so a GPU or TPU
+host without TensorFlow writes real event files, and no TensorFlow is imported when it is there:
 
     trainer.fit(x, y, epochs=5, validation_data=(xv, yv),
                 callbacks=[TensorBoard("runs/x/tensorboard")])   # then: tensorboard --logdir runs/x
@@ -13,17 +13,24 @@ learning rate, a grid of the first training batch's images, the model summary as
 `epoch_input_wait_fraction` and `epoch_images_per_second` (jaxcnn.train.callbacks.timing);
 `profile_steps=(START, STOP)` adds a `jax.profiler` trace of those global steps under
 `logdir/train/plugins/profile` (jaxcnn.train.callbacks.profile), as Keras' `profile_batch`.
+
+In a run that a checkpoint resumes, the logs follow the run: on a resume, whatever a killed
+process logged after its last checkpoint is cut from the event files (jaxcnn.train.callbacks.tb_events),
+and every log point is flushed before the checkpoint of its step is written, so the scalars equal
+an uninterrupted run's (the wall-clock ones excepted).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import socket
 import time
 
 import jax
 import numpy as np
 
+from jaxcnn.train.callbacks import tb_events
 from jaxcnn.train.callbacks.base import Callback
 from jaxcnn.train.callbacks.profile import ProfileSteps
 from jaxcnn.train.callbacks.progress import logger
@@ -35,11 +42,11 @@ def _tb():
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.plugins.image import metadata as image_metadata
         from tensorboard.plugins.text import metadata as text_metadata
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.summary.writer.record_writer import RecordWriter
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("TensorBoard logging needs the `tensorboard` package (no TensorFlow needed): "
                           "pip install 'jaxcnn[tensorboard]'") from e
-    return event_pb2, summary_pb2, image_metadata, text_metadata, EventFileWriter
+    return event_pb2, summary_pb2, image_metadata, text_metadata, RecordWriter
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -69,21 +76,31 @@ def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
     return grid
 
 
-class SummaryWriter:
-    """Scalars, images and text into one TensorBoard run folder (`logdir`)."""
+_uid = iter(range(1 << 62))
 
-    def __init__(self, logdir: str, flush_secs: int = 30):
+
+class SummaryWriter:
+    """Scalars, images and text into one TensorBoard run folder (`logdir`): a new event file
+    named as TensorBoard's writer names them, written in this thread, on disk at `flush()`."""
+
+    def __init__(self, logdir: str, flush_secs: int | None = None):  # flush_secs: unused, kept for callers
         self.logdir = logdir
         os.makedirs(logdir, exist_ok=True)
         self._pb = _tb()
-        event_pb2, _, _, _, EventFileWriter = self._pb
-        self._writer = EventFileWriter(logdir, flush_secs=flush_secs)
-        self._writer.add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        event_pb2, _, _, _, RecordWriter = self._pb
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_uid)}"
+        self.path = os.path.join(logdir, name)
+        self._file = open(self.path, "wb")
+        self._writer = RecordWriter(self._file)
+        self._event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.flush()
+
+    def _event(self, event) -> None:
+        self._writer.write(event.SerializeToString())
 
     def _add(self, step: int, value) -> None:
         event_pb2, summary_pb2 = self._pb[0], self._pb[1]
-        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                               summary=summary_pb2.Summary(value=[value])))
+        self._event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=[value])))
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         self._add(step, self._pb[1].Summary.Value(tag=tag, simple_value=float(value)))
@@ -108,10 +125,11 @@ class SummaryWriter:
         self._add(step, summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta))
 
     def flush(self) -> None:
-        self._writer.flush()
+        self._file.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if not self._file.closed:
+            self._file.close()
 
 
 class TensorBoard(Callback):
@@ -122,6 +140,10 @@ class TensorBoard(Callback):
     `epoch_learning_rate`; once: a grid of `images` training images (0 for none) and the model
     summary as text. `profile_steps`: `(START, STOP)` or "START:STOP", global steps to trace
     with `jax.profiler` into `log_dir/train` (None: no trace).
+
+    Under a checkpoint that resumes (`trainer.resumable`), a resumed run first cuts the event
+    files back to the checkpoint's step (`tb_events.cut_back`) and writes the one-off summaries
+    only when it starts from step 0; each log point is flushed at once (a checkpoint may follow).
     """
 
     def __init__(self, log_dir: str = "logs", images: int = 16, write_steps: bool = True,
@@ -138,9 +160,16 @@ class TensorBoard(Callback):
             self.profiler.on_train_begin(trainer)
         if jax.process_index() != 0:
             return
-        self.train = SummaryWriter(os.path.join(self.log_dir, "train"))
-        self.validation = SummaryWriter(os.path.join(self.log_dir, "validation"))
         step = trainer.global_step
+        dirs = [os.path.join(self.log_dir, run) for run in ("train", "validation")]
+        resumable = getattr(trainer, "resumable", False)
+        if resumable:  # drop what a killed process logged after the checkpoint this run resumes from
+            for d in dirs:
+                if os.path.isdir(d):
+                    tb_events.cut_back(d, step, len(trainer.history.epoch))
+        self.train, self.validation = (SummaryWriter(d) for d in dirs)
+        if resumable and step > 0:
+            return  # the model summary and images are in the run's first event file
         if self.write_summary:
             try:
                 self.train.text("model", "```\n" + trainer.summary(print_fn=None, flops=False) + "\n```", step)
@@ -156,6 +185,7 @@ class TensorBoard(Callback):
             return
         for k, v in logs.items():
             self.train.scalar(f"batch_{k}", v, step)
+        self.train.flush()
 
     def on_epoch_end(self, trainer, epoch, logs):
         if self.train is None:
