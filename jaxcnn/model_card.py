@@ -31,6 +31,7 @@ import sys
 
 import numpy as np
 
+from jaxcnn import nnx
 from jaxcnn.errors import UsageError
 from jaxcnn.models import get_model
 from jaxcnn.models.inputs import DIVIDE, NONE, input_range_of, scale_uint8, scaling_for
@@ -94,26 +95,15 @@ def output_activation_of(loss: str) -> str:
     return "sigmoid" if loss == "binary_crossentropy" else "softmax"
 
 
-def _require_nnx():
-    try:
-        return importlib.import_module("jaxcnn.nnx")
-    except ModuleNotFoundError as e:
-        if e.name not in ("jaxcnn.nnx", "flax.nnx"):
-            raise
-        raise UsageError("this model is a Flax NNX module (api \"nnx\"), and this jaxcnn has no NNX support "
-                         "(jaxcnn.nnx): install a jaxcnn that has it") from None
-
-
 def build_model(name: str, model_kwargs: dict | None = None, api: str = "linen"):
     """The module a card names: a registered name, an import path or `keras:FOLDER`.
 
-    The hook for NNX models: with api "nnx" the build goes through `get_model(name, api="nnx")`
-    once `jaxcnn.nnx` (which adds that argument) is importable; a clear error when it is not.
+    With api "nnx" the build goes through `get_model(name, api="nnx")`, wrapped by `jaxcnn.nnx`.
     """
     kwargs = _tuples(dict(model_kwargs or {}))
     if api == "nnx":
         # The NNX module in its linen-like face (apply/init), as Trainer and export take it.
-        return _require_nnx().as_model(get_model(name, api="nnx", **kwargs))
+        return nnx.as_model(get_model(name, api="nnx", **kwargs))
     if api != "linen":
         raise ValueError(f"unknown model api {api!r}; known: {', '.join(APIS)}")
     return get_model(name, **kwargs)
@@ -165,10 +155,6 @@ def model_reference(model) -> tuple[str, dict]:
         return canonical_name(origin[0]), origin[1]
     cls = type(model)
     if model_api(model) == "nnx":
-        nnx = _require_nnx()
-        if not hasattr(nnx, "model_reference"):
-            raise UsageError(f"{cls.__name__}: an NNX module not built by get_model; build it with "
-                             "jaxcnn.models.get_model(NAME_OR_IMPORT_PATH, api='nnx') to save it")
         return nnx.model_reference(model)
     if not dataclasses.is_dataclass(model):
         raise UsageError(f"{cls.__name__}: not a flax linen module; give Trainer a linen module "

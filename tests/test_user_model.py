@@ -162,16 +162,6 @@ def test_a_package_off_sys_path_is_found_through_the_cards_model_path(tmp_path, 
     assert type(model).__name__ == "Tiny" and model.units == 2
 
 
-def test_nnx_cards_need_jaxcnn_nnx():
-    try:
-        import jaxcnn.nnx  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(UsageError, match="Flax NNX module.*no NNX support"):
-            build_model("mnist_cnn", {}, api="nnx")
-    else:
-        pytest.skip("jaxcnn.nnx is installed: its own tests cover NNX cards")
-
-
 def test_keras_graph_knows_when_it_scales_its_own_inputs():
     def spec(first: str) -> dict:
         return {"inputs": [["in", 0, 0]], "layers": [
