@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxcnn.keras.layers_conv import (WEIGHT_ORDER as _MORE_WEIGHTS, KerasConv, KerasConvTranspose,
                                       KerasLayerNormalization, KerasLayerScale, KerasNormalization, family)
-from jaxcnn.keras.ops import ACTIVATIONS, MODEL_CLASSES, dropout, pair, stateless
+from jaxcnn.keras.ops import ACTIVATIONS, MODEL_CLASSES, dropout, keras_op, pair, stateless
 from jaxcnn.keras.regularizers import penalty
 from jaxcnn.models.layers import LSTM, Conv, Dense
 
@@ -194,7 +194,9 @@ class KerasGraph(nn.Module):
                     continue
                 training = train if node.get("training") is None else (train and node["training"])
                 xs = [values[r] for r in refs]
-                if node.get("kwargs"):  # TFOpLambda: the node's constants
+                if layer["class"] == "KerasOp":  # an operation with its constants in the node
+                    out = keras_op(layer["config"], xs, node["args"])
+                elif node.get("kwargs"):  # TFOpLambda: the node's constants
                     out = stateless(layer["class"], {**layer["config"], **node["kwargs"]}, xs)
                 else:
                     out = calls[layer["name"]](xs, training)

@@ -219,3 +219,60 @@ def tf_op(cfg: dict, xs: list):
     """One TFOpLambda call: the op on the node's tensor and its recorded constant (`y`)."""
     args = list(xs) + ([cfg["y"]] if "y" in cfg else [])
     return TF_OPS[cfg["function"]](*args)
+
+
+# Keras 3 writes operations on KerasTensors (`x + 3.0`, `ops.mean(x, axis)`, `x[:, 1:]`) into a
+# functional config as nodes of `keras.src.ops.*` classes, their constants in the node's args.
+_BINARY = {"Add": jnp.add, "Subtract": jnp.subtract, "Multiply": jnp.multiply, "Divide": jnp.divide,
+           "TrueDivide": jnp.divide, "Maximum": jnp.maximum, "Minimum": jnp.minimum, "Power": jnp.power}
+_REDUCE = {"Mean": jnp.mean, "Sum": jnp.sum, "Max": jnp.max, "Min": jnp.min}
+_UNARY = {"Relu": nn.relu, "Relu6": nn.relu6, "Sigmoid": nn.sigmoid, "Silu": nn.swish, "Swish": nn.swish,
+          "HardSigmoid": _hard_sigmoid, "HardSilu": lambda x: x * _hard_sigmoid(x), "Tanh": jnp.tanh,
+          "Exp": jnp.exp, "Sqrt": jnp.sqrt, "Abs": jnp.abs, "Negative": jnp.negative, "Square": jnp.square,
+          "Gelu": functools.partial(nn.gelu, approximate=False)}
+KERAS_OPS = tuple(_BINARY) + tuple(_REDUCE) + tuple(_UNARY) + (
+    "Concatenate", "GetItem", "Reshape", "Transpose", "ExpandDims", "Squeeze", "Softmax")
+
+
+def _fill(template, xs):
+    """A node's args with its tensors put back ({"__tensor__": i}) and slices rebuilt."""
+    if isinstance(template, dict):
+        if "__tensor__" in template:
+            return xs[template["__tensor__"]]
+        if "__slice__" in template:
+            return slice(*template["__slice__"])
+        return {k: _fill(v, xs) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, xs) for v in template]
+    return template
+
+
+def keras_op(cfg: dict, xs: list, args_template: list):
+    """One `keras.src.ops` node: the op named in `cfg["op"]` on the node's filled-in args."""
+    op, args = cfg["op"], _fill(args_template, xs)
+    if op in _BINARY:
+        return _BINARY[op](args[0], args[1])
+    if op in _UNARY:
+        return _UNARY[op](args[0])
+    if op in _REDUCE:
+        return _REDUCE[op](args[0], axis=_axis(cfg.get("axis")), keepdims=bool(cfg.get("keepdims", False)))
+    if op == "Concatenate":
+        return jnp.concatenate(args[0], axis=cfg.get("axis", 0))
+    if op == "GetItem":
+        index = args[1]
+        return args[0][tuple(index) if isinstance(index, list) else index]
+    if op == "Reshape":
+        return jnp.reshape(args[0], [-1 if d is None else d for d in cfg.get("newshape", args[1:2][0] if len(args) > 1 else None)])
+    if op == "Transpose":
+        return jnp.transpose(args[0], cfg.get("axes"))
+    if op == "ExpandDims":
+        return jnp.expand_dims(args[0], _axis(cfg["axis"]))
+    if op == "Squeeze":
+        return jnp.squeeze(args[0], _axis(cfg.get("axis")))
+    if op == "Softmax":
+        return nn.softmax(args[0], axis=cfg.get("axis", -1))
+    raise ValueError(f"KerasGraph: no implementation for Keras op {op!r}")
+
+
+def _axis(axis):
+    return tuple(axis) if isinstance(axis, list) else axis

@@ -11,7 +11,7 @@ model.
 from __future__ import annotations
 
 from jaxcnn.keras.errors import WeightConversionError
-from jaxcnn.keras.ops import MODEL_CLASSES
+from jaxcnn.keras.ops import KERAS_OPS, MODEL_CLASSES
 from jaxcnn.keras.options import CLASS_ALIASES, SUPPORTED, normalize_layer  # noqa: F401  (SUPPORTED re-exported)
 
 MAX_MESSAGE = 200  # characters of a refusal, beyond the source's name
@@ -28,6 +28,13 @@ class _Problems:
         out = normalize_layer(cls, cfg, found, self.keras2)
         self.items += [(path, CLASS_ALIASES.get(cls, cls), what) for what in found]
         return out
+
+    def op(self, path: str, layer: dict) -> dict:
+        op = layer["class_name"]
+        if op not in KERAS_OPS:
+            self.items.append((path, op, f"Keras operation {layer['module'].split('.')[-1]}.{op} "
+                                         f"(supported: see --supported)"))
+        return {"op": op, **{k: v for k, v in layer["config"].items() if k != "name"}}
 
     def raise_if_any(self):
         if not self.items:
@@ -64,11 +71,28 @@ def _history(obj) -> list[tuple[str, int, int]]:
     return []
 
 
+def _template(obj, count: list):
+    """A Keras 3 node's args with each tensor replaced by its position ({"__tensor__": i})."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            count[0] += 1
+            return {"__tensor__": count[0] - 1}
+        if obj.get("class_name") == "__slice__":
+            c = obj["config"]
+            return {"__slice__": [c.get("start"), c.get("stop"), c.get("step")]}
+        return {k: _template(v, count) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_template(v, count) for v in obj]
+    return obj
+
+
 def _parse_node(node, cls: str = "") -> dict:
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         kwargs = node.get("kwargs") or {}
-        return {"inputs": [list(t) for t in _history(node.get("args", []))],
-                "training": kwargs.get("training")}
+        out = {"inputs": [list(t) for t in _history(node.get("args", []))], "training": kwargs.get("training")}
+        if cls == "KerasOp":
+            out["args"] = _template(node.get("args", []), [0])
+        return out
     # Keras 2: [[name, node, tensor, kwargs], ...]
     entries = [node] if node and isinstance(node[0], str) else node
     kwargs = entries[0][3] if entries and len(entries[0]) > 3 and isinstance(entries[0][3], dict) else {}
@@ -110,6 +134,8 @@ def _spec(config: dict, problems: _Problems, prefix: str) -> dict:
 
     def layer_spec(layer, lname):
         lcls = CLASS_ALIASES.get(layer["class_name"], layer["class_name"])
+        if str(layer.get("module", "")).startswith("keras.src.ops"):  # `x + 3.0`, `ops.mean(x)`
+            return "KerasOp", problems.op(prefix + lname, layer)
         if lcls in MODEL_CLASSES:
             return lcls, _spec(layer, problems, f"{prefix}{lname}/")
         return lcls, problems.layer(prefix + lname, lcls, layer["config"])

@@ -1,0 +1,106 @@
+"""Every `keras.applications` network -> jaxcnn, outputs equal to Keras on real images.
+
+Each network is built with `weights=None` at a small input (32x32, or its minimum), with random
+BatchNorm/LayerNorm/LayerScale/Normalization arrays (`tests/_keras_zoo.py`), saved as a Keras 3
+`.keras` file (and a tf_keras `.h5` where tf_keras has the network), imported with
+`jaxcnn.keras.from_keras` and run on CIFAR-10 test JPEGs: the logits (classifier_activation=None)
+equal Keras' within 1e-5 of their largest value. Where a network's output is ill-conditioned
+(ILL_CONDITIONED below), the bound is twice Keras' own float32 distance from Keras in float64.
+The fast tier runs two small networks; the rest are slow.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcnn.keras import from_keras
+from tests._keras_zoo import cifar_images, randomize_statistics, worst
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+k3 = pytest.importorskip("keras")
+
+RTOL = 1e-5
+# The smallest input each network accepts, where above 32.
+SIZES = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+KERAS3 = [
+    "ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge",
+    "DenseNet121", "DenseNet169", "DenseNet201",
+    "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4",
+    "EfficientNetB5", "EfficientNetB6", "EfficientNetB7",
+    "EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S",
+    "EfficientNetV2M", "EfficientNetV2L",
+    "InceptionResNetV2", "InceptionV3", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
+    "NASNetMobile", "NASNetLarge", "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2",
+    "ResNet152V2", "VGG16", "VGG19", "Xception",
+]
+# tf_keras has these too (and RegNet, ResNetRS, which Keras 3 dropped).
+TF_KERAS = ["MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "EfficientNetV2B0", "ConvNeXtTiny", "Xception",
+            "NASNetMobile", "DenseNet121", "InceptionResNetV2", "RegNetX002", "RegNetY002", "ResNetRS50"]
+FAST = {("keras", "MobileNetV2"), ("keras", "MobileNetV3Small")}
+# Networks whose logits are a large cancelling sum (none so far; see the module doc).
+ILL_CONDITIONED: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compiles():
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def _preprocessed(model) -> bool:
+    """Whether the network scales its own 0..255 input (Rescaling/Normalization inside)."""
+    return any(type(layer).__name__ in ("Rescaling", "Normalization") for layer in model.layers)
+
+
+def build(K, name: str, small: bool = False):
+    size = SIZES.get(name, 32)
+    kwargs = {"alpha": 0.35} if small and name.startswith("MobileNet") else {}
+    model = getattr(K.applications, name)(weights=None, input_shape=(size, size, 3),
+                                          classifier_activation=None, **kwargs)
+    return randomize_statistics(model, seed=len(name)), size
+
+
+def zoo_case(fmt: str, name: str, data_dir: str, tmp_path, small: bool = False) -> dict:
+    """Build, save, import and compare one network; returns its numbers."""
+    if fmt == "keras":
+        K = k3
+    else:
+        K = pytest.importorskip("tf_keras")
+    if not hasattr(K.applications, name):
+        pytest.skip(f"{name} is not in this {fmt}")
+    model, size = build(K, name, small)
+    x = cifar_images(data_dir, 2, size)
+    if not _preprocessed(model):
+        x = x / 127.5 - 1.0
+    ref = np.asarray(model(x, training=False))
+    path = str(tmp_path / f"{name}.{'keras' if fmt == 'keras' else 'h5'}")
+    model.save(path)
+    module, variables = from_keras(path)
+    out = np.asarray(jax.jit(module.apply)(variables, x))
+    return {"name": name, "format": fmt, "size": size, "worst": worst(out, ref),
+            "layers": len(model.layers), "scale": float(np.abs(ref).max())}
+
+
+def _check(case: dict):
+    bound = ILL_CONDITIONED.get(case["name"], RTOL)
+    assert case["worst"] <= bound, case
+
+
+CASES = [("keras", n) for n in KERAS3] + [("tf_keras", n) for n in TF_KERAS]
+
+
+@pytest.mark.parametrize("fmt,name", sorted(FAST))
+def test_small_networks_equal_keras(fmt, name, data_dir, tmp_path):
+    _check(zoo_case(fmt, name, data_dir, tmp_path, small=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,name", CASES)
+def test_every_application_equals_keras(fmt, name, data_dir, tmp_path):
+    _check(zoo_case(fmt, name, data_dir, tmp_path))
