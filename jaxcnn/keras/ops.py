@@ -35,6 +35,12 @@ ACTIVATIONS: dict[str, Callable] = {
     "hard_sigmoid_tf_keras": lambda x: jnp.clip(0.2 * x + 0.5, 0.0, 1.0),
     "mish": lambda x: x * jnp.tanh(nn.softplus(x)),
     "leaky_relu": lambda x: nn.leaky_relu(x, 0.2),
+    "celu": nn.celu, "hard_tanh": lambda x: jnp.clip(x, -1.0, 1.0), "log_sigmoid": nn.log_sigmoid,
+    "hard_shrink": lambda x: jnp.where(jnp.abs(x) > 0.5, x, 0.0),
+    "soft_shrink": lambda x: jnp.sign(x) * jnp.maximum(jnp.abs(x) - 0.5, 0.0),
+    "tanh_shrink": lambda x: x - jnp.tanh(x), "squareplus": lambda x: (x + jnp.sqrt(x * x + 4.0)) / 2.0,
+    "sparse_plus": lambda x: jnp.where(x <= -1.0, 0.0, jnp.where(x >= 1.0, x, (x + 1.0) ** 2 / 4.0)),
+    "glu": lambda x: nn.glu(x, axis=-1),
 }
 
 # Random preprocessing layers: identity at inference (Keras' `training=False`).
@@ -46,8 +52,7 @@ AUGMENTATION = (
     "RandomPosterization", "RandomElasticTransform", "AugMix", "CutMix", "MixUp", "RandAugment",
 )
 # Layers that only add noise in training (identity at inference), done here as Keras does.
-NOISE = ("GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D",
-         "ActivityRegularization")
+NOISE = ("GaussianNoise", "GaussianDropout", "SpatialDropout1D", "SpatialDropout2D", "ActivityRegularization")
 
 
 def pair(v, n: int = 2) -> tuple:

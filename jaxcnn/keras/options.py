@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxcnn.keras.ops import ACTIVATIONS, AUGMENTATION, MODEL_CLASSES, NOISE, TF_OPS
+from jaxcnn.keras.ops import ACTIVATIONS, AUGMENTATION, KERAS_OPS, MODEL_CLASSES, TF_OPS
 from jaxcnn.keras.regularizers import parse_regularizer
 
 _CONV = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups",
@@ -117,6 +117,8 @@ def normalize_layer(cls: str, cfg: dict, problems: list, keras2: bool = False) -
             if value != defaults[key] and not (value in (None, 0) and defaults[key] in (0.0, None)):
                 problems.append(f"option {key}={value!r} (only {defaults[key]!r})")
             continue
+        if key == "groups" and value == 1:  # tf_keras writes it on every convolution
+            continue
         if key in _REG_ROLES and value is not None:
             try:
                 reg = parse_regularizer(value)
@@ -192,14 +194,15 @@ def _specific(cls: str, cfg: dict, out: dict, problems: list, keras2: bool) -> d
 
 
 def supported_text() -> str:
-    """What `jaxcnn import-keras --supported` prints: the layer classes, activations, regularizers."""
-    classes = sorted(c for c in SUPPORTED if c not in AUGMENTATION) + list(MODEL_CLASSES[:2] + ("Sequential",))
+    """What `jaxcnn import-keras --supported` prints (docs/keras.md holds the same text)."""
+    classes = sorted(c for c in SUPPORTED if c not in AUGMENTATION) + ["Sequential", "Functional (nested models)"]
     acts = sorted(a for a in ACTIVATIONS if a != "hard_sigmoid_tf_keras")
     return "\n".join([
-        f"Layers ({len(classes)}): {', '.join(classes)}",
-        f"Augmentation (identity at inference; RandomFlip also in training): {', '.join(AUGMENTATION)}",
-        f"Noise (as Keras in training, identity at inference): {', '.join(NOISE)}",
+        f"Layers: {', '.join(classes)}",
+        f"Augmentation (identity at inference; in training RandomFlip flips, the others refuse or, "
+        f"with --train-augmentation identity, pass through): {', '.join(AUGMENTATION)}",
+        f"Keras operations in functional models: {', '.join(sorted(KERAS_OPS))}",
+        f"tf_keras TFOpLambda: {', '.join(sorted(TF_OPS))}",
         f"Activations: {', '.join(acts)}",
-        "Regularizers: L1, L2, L1L2 on kernel, bias, depthwise/pointwise/recurrent kernels, gamma, beta, "
-        "and activity (added to the training loss)",
+        "Regularizers (added to the training loss): L1, L2, L1L2 on weights and activity",
     ])

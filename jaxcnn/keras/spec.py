@@ -46,9 +46,9 @@ class _Problems:
         else:
             parts, shown = [], 0
             for path, cls in layers:
-                what = next(w for p, c, w in self.items if (p, c) == (path, cls))
+                what = next(w for p, c, w in self.items if (p, c) == (path, cls)).split(" (")[0]
                 part = f"{path} ({cls}: {what})" if not what.startswith("layer class") else f"{path} ({cls})"
-                if shown and len(", ".join(parts + [part])) > MAX_MESSAGE - 60:
+                if shown and len(", ".join(parts + [part])) > MAX_MESSAGE - 45:
                     break
                 parts.append(part)
                 shown += 1
