@@ -159,7 +159,8 @@ class KerasGraph(nn.Module):
         roles = {role: (col, key) for role, col, key in weight_roles(layer["class"], cfg)}
         for role, reg in regs.items():
             if role == "activity":
-                for y in (out if isinstance(out, tuple) else (out,)):
+                act = ACTIVATIONS[cfg.get("activity_activation", "linear")]  # an output softmax dropped
+                for y in (act(o) for o in (out if isinstance(out, tuple) else (out,))):
                     self.sow("losses", f"{layer['name']}/activity", penalty(reg, y) / y.shape[0])
             elif role == "input":  # ActivityRegularization: the penalty of its input (= output)
                 self.sow("losses", f"{layer['name']}/activity", penalty(reg, out) / out.shape[0])

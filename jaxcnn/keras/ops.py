@@ -222,7 +222,7 @@ TF_OPS = {"__operators__.add": jnp.add, "math.add": jnp.add, "math.multiply": jn
 
 def tf_op(cfg: dict, xs: list):
     """One TFOpLambda call: the op on the node's tensor and its recorded constant (`y`)."""
-    args = list(xs) + ([cfg["y"]] if "y" in cfg else [])
+    args = list(xs) + ([cfg["y"]] if cfg.get("y") is not None else [])
     return TF_OPS[cfg["function"]](*args)
 
 

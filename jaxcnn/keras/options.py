@@ -69,7 +69,10 @@ CLASS_ALIASES = {"Convolution2D": "Conv2D", "Convolution1D": "Conv1D", "MaxPool2
                  "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D",
                  "GlobalAvgPool1D": "GlobalAveragePooling1D", "GlobalMaxPool1D": "GlobalMaxPooling1D",
                  "SeparableConvolution2D": "SeparableConv2D", "Conv2DTranspose": "Conv2DTranspose",
-                 "Convolution2DTranspose": "Conv2DTranspose"}
+                 "Convolution2DTranspose": "Conv2DTranspose",
+                 # the applications' own layers, as tf_keras registers them
+                 "Custom>CustomScaleLayer": "CustomScaleLayer", "Custom>LayerScale": "LayerScale",
+                 "Custom>StochasticDepth": "StochasticDepth", "Addons>StochasticDepth": "StochasticDepth"}
 # A regularizer option -> the weight role it penalizes.
 _REG_ROLES = {"kernel_regularizer": "kernel", "bias_regularizer": "bias", "depthwise_regularizer": "depthwise_kernel",
               "pointwise_regularizer": "pointwise_kernel", "recurrent_regularizer": "recurrent_kernel",

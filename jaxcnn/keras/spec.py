@@ -97,8 +97,13 @@ def _parse_node(node, cls: str = "") -> dict:
     entries = [node] if node and isinstance(node[0], str) else node
     kwargs = entries[0][3] if entries and len(entries[0]) > 3 and isinstance(entries[0][3], dict) else {}
     out = {"inputs": [[e[0], int(e[1]), int(e[2])] for e in entries], "training": kwargs.get("training")}
-    if cls == "TFOpLambda":  # the op's constant operand (x + 3.0 -> {"y": 3.0})
-        out["kwargs"] = {k: v for k, v in kwargs.items() if k == "y" and isinstance(v, (int, float))}
+    if cls == "TFOpLambda":  # the op's second operand: a constant (x + 3.0 -> {"y": 3.0}) or a tensor
+        y = kwargs.get("y")
+        if isinstance(y, list) and len(y) >= 3 and isinstance(y[0], str):
+            out["inputs"].append([y[0], int(y[1]), int(y[2])])
+            out["kwargs"] = {"tensor_y": True}
+        else:
+            out["kwargs"] = {"y": y} if isinstance(y, (int, float)) else {}
     return out
 
 
@@ -198,6 +203,8 @@ def strip_output_activations(spec: dict) -> list[str]:
             cfg = layer["config"]
             if layer["class"] in ("Dense", "Conv2D", "Activation") and cfg.get("activation") in ("softmax", "sigmoid"):
                 act, cfg["activation"] = cfg["activation"], "linear"
+                if "activity" in cfg.get("regularizers", {}):  # Keras penalizes the activated output
+                    cfg["activity_activation"] = act
             elif layer["class"] == "Softmax" and cfg.get("axis", -1) in (-1, [-1]):
                 act = "softmax"
                 layer["class"], layer["config"] = "Activation", {"activation": "linear"}
