@@ -71,6 +71,7 @@ def model(images):
     return m
 
 
+@pytest.mark.slow
 def test_layers_equal_keras(model, images, tmp_path):
     path = str(tmp_path / "layers.keras")
     model.save(path)
@@ -83,6 +84,7 @@ def test_layers_equal_keras(model, images, tmp_path):
     assert worst(module2.apply(variables2, images), ours) == 0.0
 
 
+@pytest.mark.slow
 def test_augmentation_in_training(model, images):
     """RandomFlip flips per image; the others refuse, naming their path, unless skipped."""
     module, variables = from_keras(model, logits=False)
@@ -99,6 +101,25 @@ def test_augmentation_in_training(model, images):
     assert seen == {(a, b) for a in (0.0, 3.0) for b in (16.0, 19.0)}  # each image flipped or not, apart
 
 
+def test_core_layers_equal_keras(images):
+    """The fast tier's check: the layers MobileNet/EfficientNet/ConvNeXt/Xception need, and a
+    regularizer, on a live model (8x8 crops)."""
+    L = k3.layers
+    m = k3.Sequential([k3.Input((8, 8, 3)), L.Normalization(name="norm"),
+                       L.DepthwiseConv2D(3, padding="same", activation="hard_silu"),
+                       L.SeparableConv2D(4, 3, strides=2, pointwise_regularizer="l2"),
+                       L.LayerNormalization(epsilon=1e-6), L.GlobalAveragePooling2D(), L.Dense(3, activation="gelu")])
+    randomize_statistics(m, seed=3, kernels=True)
+    set_weights(m.get_layer("norm"), [np.array([120.0, 110.0, 90.0], np.float32),
+                                      np.array([3000.0, 2500.0, 3500.0], np.float32), np.array(10)])
+    x = images[:, 4:12, 4:12]
+    module, variables = from_keras(m)
+    out, updates = module.apply(variables, x, mutable=["losses"])
+    assert worst(out, m(x, training=False)) <= RTOL
+    want = float(np.sum([np.asarray(v) for v in m.losses]))
+    assert abs(float(regularization_loss(updates)) - want) <= 1e-5 * want
+
+
 def _reg_model():
     L, R = k3.layers, k3.regularizers
     x_in = k3.Input((8, 8, 3))
@@ -112,6 +133,7 @@ def _reg_model():
     return k3.Model(x_in, L.Dense(3, kernel_regularizer="l2")(y))
 
 
+@pytest.mark.slow
 def test_regularizers_equal_keras_losses(images, tmp_path):
     m = randomize_statistics(_reg_model(), seed=2, kernels=True)
     x = images[:, :8, :8] / 255.0

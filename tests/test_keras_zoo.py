@@ -6,7 +6,9 @@ BatchNorm/LayerNorm/LayerScale/Normalization arrays (`tests/_keras_zoo.py`), sav
 `jaxcnn.keras.from_keras` and run on CIFAR-10 test JPEGs: the logits (classifier_activation=None)
 equal Keras' within 1e-5 of their largest value. Where a network's output is ill-conditioned
 (ILL_CONDITIONED below), the bound is twice Keras' own float32 distance from Keras in float64.
-The fast tier runs two small networks; the rest are slow.
+All slow (a network costs ~10 s of CPU or more); the fast tier's check of the same layers is
+`tests/test_keras_layers.py::test_core_layers_equal_keras`. `test_small_networks_equal_keras`
+runs two narrow MobileNets first.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def _check(case: dict):
 CASES = [("keras", n) for n in KERAS3] + [("tf_keras", n) for n in TF_KERAS]
 
 
+@pytest.mark.slow  # ~10 s of CPU each: more than the fast tier's room
 @pytest.mark.parametrize("fmt,name", sorted(FAST))
 def test_small_networks_equal_keras(fmt, name, data_dir, tmp_path):
     _check(zoo_case(fmt, name, data_dir, tmp_path, small=True))
