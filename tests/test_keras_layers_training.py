@@ -68,3 +68,37 @@ def test_imported_application_trains(name, data_dir, tmp_path):
                       batch_stats=variables["batch_stats"], compute_dtype="f32")
     history = trainer.fit(x, y, epochs=6, batch_size=8, verbose=0)
     assert history["loss"][-1] < history["loss"][0], history["loss"]
+
+
+_ON_DEVICES = """
+import sys
+from jaxcnn.testing import assert_same_on_devices, tiny_dataset, use_fake_devices
+use_fake_devices(2)
+import jax
+jax.config.update("jax_disable_most_optimizations", True)
+from jaxcnn.keras import from_keras
+model, _ = from_keras(sys.argv[1])
+# float64, as tests/_testing_worker.py checks ResNet50: at initialization, with BatchNorm over a
+# few values per channel, float32 gradients of 1 and 2 devices differ by ~0.2%
+with jax.enable_x64(True):
+    data = tiny_dataset("images", 4, shape=(32, 32, 3), num_classes=4)
+    batch = {**data, "image": data["image"].astype("float64")}
+    print(assert_same_on_devices(model, (32, 32, 3), n=2, strategy=sys.argv[2], steps=1, batch=batch))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["jit", "pmap"])
+def test_imported_mobilenet_v2_same_on_two_devices(strategy, tmp_path):
+    """BatchNorm statistics over the global batch: pmap synchronizes them through bn_axis_name."""
+    import subprocess
+    import sys
+
+    m = k3.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=4)
+    path = str(tmp_path / "mnv2.keras")
+    m.save(path)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = root
+    proc = subprocess.run([sys.executable, "-c", _ON_DEVICES, path, strategy], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,6 +12,7 @@ Layer semantics are Keras': NHWC, HWIO conv kernels, (in, out) dense kernels, ro
 BatchNorm with its moving averages (inference mode where Keras has it: `trainable=False` layers
 and calls with `training=False`), Dropout active only with `train=True`. Layers and options
 outside `SUPPORTED` never get here: the spec builder refuses them, naming layer and option.
+Keras regularizers are sown into the "losses" collection (the train step adds them).
 """
 
 from __future__ import annotations
