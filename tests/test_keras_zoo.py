@@ -92,7 +92,10 @@ def zoo_case(fmt: str, name: str, data_dir: str, tmp_path, small: bool = False) 
             "layers": len(model.layers), "scale": float(np.abs(ref).max())}
     if name in ILL_CONDITIONED:
         ref64 = keras_float64(K, name, model, x)
-        case.update(ours_vs_f64=worst(out, ref64), keras_vs_f64=worst(ref, ref64))
+        with jax.enable_x64(True):  # the same math in float64 on both sides: round-off out of the way
+            v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+            out64 = np.asarray(jax.jit(module.apply)(v64, x.astype(np.float64)))
+        case.update(ours_vs_f64=worst(out, ref64), keras_vs_f64=worst(ref, ref64), f64_vs_f64=worst(out64, ref64))
     return case
 
 
@@ -115,6 +118,9 @@ def keras_float64(K, name: str, model, x):
 
 def _check(case: dict):
     if case["name"] in ILL_CONDITIONED:  # twice Keras' own float32 distance from float64
+        # both in float64: much closer than Keras' float32 (EfficientNetV2S: 5e-14; V2B3: 1.6e-5,
+        # under investigation)
+        assert case["f64_vs_f64"] <= 0.1 * case["keras_vs_f64"], case
         assert case["ours_vs_f64"] <= 2 * case["keras_vs_f64"], case
     else:
         assert case["worst"] <= RTOL, case
