@@ -6,7 +6,6 @@ The valid files are written here with h5py in the layouts Keras writes (tf_keras
 `save_weights`, Keras 3 `.weights.h5` and `.keras`), so no TensorFlow is needed.
 """
 
-import copy
 import io
 import json
 import os

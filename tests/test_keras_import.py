@@ -478,10 +478,10 @@ def _k3_file(tmp_path, name, *layers, shape=(8, 8, 1)):
 
 
 @pytest.mark.parametrize("name,layer,needle", [
-    ("regularizer", lambda L: L.Conv2D(2, 3, kernel_regularizer="l2", name="c"), r"'c' \(Conv2D\): option kernel_regularizer"),
+    ("constraint", lambda L: L.Conv2D(2, 3, kernel_constraint="max_norm", name="c"), r"'c' \(Conv2D\): option kernel_constraint"),
     ("lambda", lambda L: L.Lambda(lambda x: x * 2, name="double"), r"'double' \(Lambda\): layer class Lambda"),
     ("channels_first", lambda L: L.Flatten(data_format="channels_first", name="f"), r"'f' \(Flatten\): option data_format"),
-    ("activation", lambda L: L.Dense(3, activation="hard_sigmoid", name="d"), r"'d' \(Dense\): option activation='hard_sigmoid'"),
+    ("activation", lambda L: L.Dense(3, activation="sparsemax", name="d"), r"'d' \(Dense\): option activation='sparsemax'"),
     ("backwards", lambda L: L.LSTM(3, go_backwards=True, name="rnn"), r"'rnn' \(LSTM\): option go_backwards=True"),
 ])
 def test_unsupported_layers_and_options_are_refused(name, layer, needle, tmp_path, capsys):

@@ -16,6 +16,7 @@ from jaxcnn.data.records import prepare
 from jaxcnn.errors import UsageError
 from jaxcnn.keras import ARCHS, convert_keras_h5, download_keras_weights, import_keras
 from jaxcnn.keras.convert import target_layers
+from jaxcnn.keras.options import supported_text
 from jaxcnn.models import TUTORIAL_INPUT_SHAPES, get_model, list_models
 from jaxcnn.train.summary import model_summary
 
@@ -76,8 +77,14 @@ def _cmd_convert_weights(args) -> int:
 
 
 def _cmd_import_keras(args) -> int:
+    if args.supported:
+        print(supported_text())
+        return 0
+    if args.file is None or args.out_dir is None:
+        raise UsageError("import-keras: give FILE and OUT_DIR (or --supported)")
     # A WeightConversionError or a missing file goes to the command line's one-line report (exit 2).
-    model, variables = import_keras(args.file, args.out_dir, logits=not args.keep_output_activation)
+    model, variables = import_keras(args.file, args.out_dir, logits=not args.keep_output_activation,
+                                    train_augmentation=args.train_augmentation)
     spec = json.loads(model.spec)
     dropped = [a for a in spec["output_activations"] if a != "linear"]
     print(f"{spec['name']}: {len(spec['layers'])} layers, {_count(variables):,} values from {args.file} -> "
@@ -148,8 +155,13 @@ def add_parsers(sub) -> None:
                        description="Import a whole Keras model (Keras 3 .keras, or a tf_keras/Keras 2 "
                                    "full-model .h5) as a Flax module built from its config plus its "
                                    "variables; load it back with jaxcnn.keras.load_imported(OUT_DIR).")
-    p.add_argument("file", help="the Keras model file")
-    p.add_argument("out_dir", help="output folder (Orbax variables + meta.json with the model spec)")
+    p.add_argument("file", nargs="?", help="the Keras model file")
+    p.add_argument("out_dir", nargs="?", help="output folder (Orbax variables + meta.json with the model spec)")
     p.add_argument("--keep-output-activation", action="store_true",
                    help="keep a final softmax/sigmoid (default: drop it, return logits as jaxcnn models do)")
+    p.add_argument("--train-augmentation", choices=("refuse", "identity"), default="refuse",
+                   help="random augmentation layers (RandomRotation, ...) in training: refuse (an error "
+                        "naming the layer; RandomFlip flips) or identity (augment with jaxcnn instead)")
+    p.add_argument("--supported", action="store_true", help="list the Keras layers, activations and "
+                                                              "regularizers the import carries, and exit")
     p.set_defaults(fn=_cmd_import_keras)

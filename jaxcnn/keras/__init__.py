@@ -7,7 +7,8 @@
     jaxcnn.keras.import_keras("model.keras", "weights/my_model")  # then get_model("keras:weights/my_model")
 
 Modules: `h5` reads the files, `spec` turns a Keras config into the layer spec that the linen
-module `graph.KerasGraph` runs, `model` imports whole models, `convert` loads weights into the
+module `graph.KerasGraph` runs (`options`: the layers and options carried, `ops` and
+`layers_conv`: their jax implementations, `regularizers`: Keras' penalties), `model` imports whole models, `convert` loads weights into the
 registered jaxcnn models, `builders` writes the seed networks in Keras layers (for export and
 the parity tests). This package
 builds on `jaxcnn.models`, never the reverse: importing it registers the `keras:` model name
@@ -22,6 +23,7 @@ from jaxcnn.keras.errors import WeightConversionError
 from jaxcnn.keras.graph import KerasGraph
 from jaxcnn.keras.h5 import read_keras_h5, read_keras_model
 from jaxcnn.keras.model import from_keras, import_keras, imported_module, load_imported, output_activations
+from jaxcnn.keras.options import supported_text
 from jaxcnn.keras.spec import SUPPORTED, keras_spec
 from jaxcnn.models.registry import register_prefix
 
@@ -31,4 +33,4 @@ __all__ = ["ARCHS", "BUILDERS", "EXPORT_BUILDERS", "KerasGraph", "PUBLISHED", "S
            "WeightConversionError", "convert_keras_h5", "download_keras_weights", "from_keras",
            "import_keras", "imported_module", "keras_layers", "keras_spec", "load_imported",
            "load_keras_h5", "load_keras_weights", "output_activations",
-           "read_keras_h5", "read_keras_model"]
+           "read_keras_h5", "read_keras_model", "supported_text"]

@@ -12,6 +12,7 @@ Layer semantics are Keras': NHWC, HWIO conv kernels, (in, out) dense kernels, ro
 BatchNorm with its moving averages (inference mode where Keras has it: `trainable=False` layers
 and calls with `training=False`), Dropout active only with `train=True`. Layers and options
 outside `SUPPORTED` never get here: the spec builder refuses them, naming layer and option.
+Keras regularizers are sown into the "losses" collection (the train step adds them).
 """
 
 from __future__ import annotations
@@ -24,15 +25,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import LSTM, Conv, Dense, max_pool
-
-ACTIVATIONS: dict[str, Callable] = {
-    "linear": lambda x: x, "relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh,
-    "softmax": lambda x: nn.softmax(x, axis=-1), "elu": nn.elu, "selu": nn.selu,
-    "softplus": nn.softplus, "softsign": nn.soft_sign, "swish": nn.swish, "silu": nn.swish,
-    "exponential": jnp.exp, "relu6": nn.relu6,
-    "gelu": functools.partial(nn.gelu, approximate=False),
-}
+from jaxcnn.keras.layers_conv import (WEIGHT_ORDER as _MORE_WEIGHTS, KerasConv, KerasConvTranspose,
+                                      KerasLayerNormalization, KerasLayerScale, KerasNormalization, family)
+from jaxcnn.keras.ops import ACTIVATIONS, MODEL_CLASSES, dropout, keras_op, pair, stateless
+from jaxcnn.keras.regularizers import penalty
+from jaxcnn.models.layers import LSTM, Conv, Dense
 
 # Keras classes with weights, and the Keras order of those weights -> (collection, name).
 WEIGHT_ORDER = {
@@ -44,35 +41,41 @@ WEIGHT_ORDER = {
     "LSTM": (("kernel", "params", "kernel"), ("recurrent_kernel", "params", "recurrent_kernel"),
              ("bias", "params", "bias")),
 }
-MODEL_CLASSES = ("Model", "Functional", "Sequential")
+_CONV = ("Conv1D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D")
+_TRANSPOSE = ("Conv1DTranspose", "Conv2DTranspose")
+_FLAX_MODULES = {"Normalization": KerasNormalization, "LayerNormalization": KerasLayerNormalization,
+                 "LayerScale": KerasLayerScale}
+_RNG_LAYERS = ("Dropout", "StochasticDepth", "GaussianNoise", "GaussianDropout", "SpatialDropout1D",
+               "SpatialDropout2D", "RandomFlip")
+
+
+def _order(cls: str):
+    if cls in WEIGHT_ORDER:
+        return WEIGHT_ORDER[cls]
+    return _MORE_WEIGHTS.get(family(cls), ()) if cls in _CONV + _TRANSPOSE or cls in _FLAX_MODULES else ()
 
 
 def weight_roles(cls: str, cfg: dict) -> list[tuple[str, str, str]]:
     """The (Keras role, collection, name) of each weight a layer saves, in Keras' order."""
     if cls == "TimeDistributed":
         return weight_roles(cfg["layer"]["class"], cfg["layer"]["config"])
-    roles = list(WEIGHT_ORDER.get(cls, ()))
-    if cls in ("Conv2D", "Dense", "LSTM") and not cfg.get("use_bias", True):
+    if cls == "Normalization" and cfg.get("mean") is not None:
+        return []
+    roles = list(_order(cls))
+    if not cfg.get("use_bias", True):
         roles = [r for r in roles if r[0] != "bias"]
     if cls == "BatchNormalization":
         roles = [r for r in roles if (r[0] != "gamma" or cfg["scale"]) and (r[0] != "beta" or cfg["center"])]
+    if cls == "LayerNormalization":
+        rms = cfg.get("rms_scaling", False)
+        roles = [r for r in roles if (r[0] != "gamma" or cfg.get("scale", True) or rms)
+                 and (r[0] != "beta" or (cfg.get("center", True) and not rms))]
     return roles
 
 
 @functools.lru_cache(maxsize=64)
 def _load(spec: str) -> dict:
     return json.loads(spec)
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _pad2d(padding):
-    if isinstance(padding, int):
-        return ((padding, padding), (padding, padding))
-    a, b = padding
-    return (_pair(a) if not isinstance(a, int) else (a, a), _pair(b) if not isinstance(b, int) else (b, b))
 
 
 def _timedistributed(fn, x):
@@ -86,12 +89,14 @@ class KerasGraph(nn.Module):
     """The Keras model described by `spec` (JSON); returns its output (a tuple for several).
 
     Called with one array per model input (or one tuple of them), and `train` as every jaxcnn
-    model. BatchNorm statistics update (mutable "batch_stats") only with train=True.
+    model. BatchNorm statistics update (mutable "batch_stats") only with train=True. Keras
+    regularizers are sown as penalties into the "losses" collection (see `jaxcnn.keras.regularizers`).
     """
 
     spec: str
     # Set by the pmap strategy: BatchNorm statistics over the global batch (jaxcnn.parallel).
     bn_axis_name: str | None = None
+    path: str = ""  # the enclosing models' names, for error messages ("sequential/")
 
     @property
     def input_range(self) -> str:
@@ -105,10 +110,19 @@ class KerasGraph(nn.Module):
         if cls == "InputLayer":
             return lambda xs, train: xs[0]
         if cls == "Conv2D":
-            conv = Conv(cfg["filters"], _pair(cfg["kernel_size"]), strides=_pair(cfg["strides"]),
-                        padding=cfg["padding"].upper(), kernel_dilation=_pair(cfg["dilation_rate"]),
+            conv = Conv(cfg["filters"], pair(cfg["kernel_size"]), strides=pair(cfg["strides"]),
+                        padding=cfg["padding"].upper(), kernel_dilation=pair(cfg["dilation_rate"]),
                         feature_group_count=cfg.get("groups", 1), use_bias=cfg["use_bias"], name=name)
             return lambda xs, train: act(conv(xs[0]))
+        if cls in _CONV:
+            conv = KerasConv(family(cls), cfg, name=name)
+            return lambda xs, train: act(conv(xs[0]))
+        if cls in _TRANSPOSE:
+            tconv = KerasConvTranspose(cfg, name=name)
+            return lambda xs, train: act(tconv(xs[0]))
+        if cls in _FLAX_MODULES:
+            module = _FLAX_MODULES[cls](cfg, name=name)
+            return lambda xs, train: module(xs[0])
         if cls == "Dense":
             dense = Dense(cfg["units"], use_bias=cfg["use_bias"], name=name)
             return lambda xs, train: act(dense(xs[0]))
@@ -127,16 +141,42 @@ class KerasGraph(nn.Module):
         if cls == "LSTM":
             lstm = LSTM(cfg["units"], return_sequences=cfg["return_sequences"], name=name)
             return lambda xs, train: lstm(xs[0])
-        if cls == "Dropout":
-            drop = nn.Dropout(cfg["rate"])
-            return lambda xs, train: drop(xs[0], deterministic=not train)
         if cls == "TimeDistributed":
             inner = self._layer(cfg["layer"]["class"], cfg["layer"]["config"], name)
             return lambda xs, train: _timedistributed(lambda y: inner([y], train), xs[0])
         if cls in MODEL_CLASSES:
-            sub = KerasGraph(json.dumps(cfg, sort_keys=True), self.bn_axis_name, name=name)
+            sub = KerasGraph(json.dumps(cfg, sort_keys=True), self.bn_axis_name, f"{self.path}{name}/", name=name)
             return lambda xs, train: sub(*xs, train=train)
-        return functools.partial(_stateless, cls, cfg, act)
+        if cls == "Dropout":
+            return lambda xs, train: dropout(cfg, xs[0], train, self.make_rng("dropout") if train and cfg["rate"] else None)
+        where = self.path + name
+
+        def weightless(xs, train):
+            rng = self.make_rng("dropout") if train and cls in _RNG_LAYERS else None
+            return stateless(cls, cfg, xs, train, rng, where)
+        return weightless
+
+    def _sow_penalties(self, layer: dict, node: int, out):
+        """Keras' regularization terms of one layer call: its output's activity (each call) and
+        its weights' (the first call only: a shared layer's weights count once, as in Keras)."""
+        regs = layer["config"].get("regularizers")
+        if not regs or self.is_initializing():
+            return
+        cfg = layer["config"]
+        roles = {role: (col, key) for role, col, key in weight_roles(layer["class"], cfg)}
+        for role, reg in regs.items():
+            if role == "activity":
+                act = ACTIVATIONS[cfg.get("activity_activation", "linear")]  # an output softmax dropped
+                for y in (act(o) for o in (out if isinstance(out, tuple) else (out,))):
+                    self.sow("losses", f"{layer['name']}/activity", penalty(reg, y) / y.shape[0])
+            elif role == "input":  # ActivityRegularization: the penalty of its input (= output)
+                self.sow("losses", f"{layer['name']}/activity", penalty(reg, out) / out.shape[0])
+        if node:
+            return
+        weights = self.variables.get("params", {}).get(layer["name"], {})
+        for role, reg in regs.items():
+            if role in roles and roles[role][0] == "params" and roles[role][1] in weights:
+                self.sow("losses", f"{layer['name']}/{role}", penalty(reg, weights[roles[role][1]]))
 
     @nn.compact
     def __call__(self, *inputs, train: bool = False):
@@ -161,7 +201,14 @@ class KerasGraph(nn.Module):
                     left.append((layer, i, node))
                     continue
                 training = train if node.get("training") is None else (train and node["training"])
-                out = calls[layer["name"]]([values[r] for r in refs], training)
+                xs = [values[r] for r in refs]
+                if layer["class"] == "KerasOp":  # an operation with its constants in the node
+                    out = keras_op(layer["config"], xs, node["args"])
+                elif node.get("kwargs"):  # TFOpLambda: the node's constants
+                    out = stateless(layer["class"], {**layer["config"], **node["kwargs"]}, xs)
+                else:
+                    out = calls[layer["name"]](xs, training)
+                self._sow_penalties(layer, i, out)
                 for t, y in enumerate(out if isinstance(out, tuple) else (out,)):
                     values[(layer["name"], i, t)] = y
             if len(left) == len(pending):
@@ -170,55 +217,6 @@ class KerasGraph(nn.Module):
             pending = left
         outs = tuple(values[tuple(r)] for r in spec["outputs"])
         return outs[0] if len(outs) == 1 else outs
-
-
-def _stateless(cls: str, cfg: dict, act: Callable, xs: list, train: bool):
-    """The weightless Keras layers."""
-    x = xs[0]
-    if cls == "Activation":
-        return act(x)
-    if cls == "ReLU":
-        y = nn.relu(x)
-        return y if cfg.get("max_value") is None else jnp.minimum(y, cfg["max_value"])
-    if cls == "LeakyReLU":
-        return nn.leaky_relu(x, cfg["negative_slope"])
-    if cls == "Softmax":
-        return nn.softmax(x, axis=cfg.get("axis", -1))
-    if cls == "Flatten":
-        return x.reshape((x.shape[0], -1))
-    if cls == "Reshape":
-        return x.reshape((x.shape[0], *cfg["target_shape"]))
-    if cls == "Rescaling":
-        return x * cfg["scale"] + cfg["offset"]
-    if cls == "ZeroPadding2D":
-        (t, b), (l, r) = _pad2d(cfg["padding"])
-        return jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
-    if cls in ("MaxPooling2D", "AveragePooling2D"):
-        window, strides = _pair(cfg["pool_size"]), _pair(cfg["strides"] or cfg["pool_size"])
-        padding = cfg["padding"].upper()
-        if cls == "MaxPooling2D":
-            if window == strides and window[0] == window[1] and padding == "VALID":
-                return max_pool(x, window[0])
-            return nn.max_pool(x, window, strides, padding)
-        return nn.avg_pool(x, window, strides, padding, count_include_pad=False)
-    if cls in ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
-               "GlobalMaxPooling1D"):
-        axes = (1, 2) if cls.endswith("2D") else (1,)
-        reduce = jnp.mean if "Average" in cls else jnp.max
-        return reduce(x, axis=axes, keepdims=bool(cfg.get("keepdims", False)))
-    if cls == "Add":
-        return functools.reduce(jnp.add, xs)
-    if cls == "Subtract":
-        return xs[0] - xs[1]
-    if cls == "Multiply":
-        return functools.reduce(jnp.multiply, xs)
-    if cls == "Average":
-        return functools.reduce(jnp.add, xs) / len(xs)
-    if cls == "Maximum":
-        return functools.reduce(jnp.maximum, xs)
-    if cls == "Concatenate":
-        return jnp.concatenate(xs, axis=cfg.get("axis", -1))
-    raise ValueError(f"KerasGraph: no implementation for Keras layer class {cls!r}")
 
 
 def scales_own_inputs(spec: dict) -> bool:

@@ -35,6 +35,7 @@ import numpy as np
 from jaxcnn.keras.errors import WeightConversionError
 from jaxcnn.keras.graph import MODEL_CLASSES, KerasGraph, eval_variables, weight_roles
 from jaxcnn.keras.h5 import read_keras_model
+from jaxcnn.keras.ops import AUGMENTATION
 from jaxcnn.keras.spec import keras_spec, strip_output_activations
 from jaxcnn.checkpoint.weights import read_metadata, restore_variables, save_variables
 
@@ -51,7 +52,8 @@ def _layer_variables(layer: dict, weights: list, source: str, where: str) -> dic
         arrays = {r: a for (r, _, _), (_, a) in zip(roles, weights)}
     out: dict[str, dict] = {}
     for role, col, key in roles:
-        out.setdefault(col, {})[key] = np.asarray(arrays[role], np.float32)
+        if col is not None:  # None: a weight that does not act (Normalization's count)
+            out.setdefault(col, {})[key] = np.asarray(arrays[role], np.float32)
     return out
 
 
@@ -113,18 +115,32 @@ def _save_live_model(model, tmp: str) -> str:
     return path
 
 
-def from_keras(path_or_model, logits: bool = True) -> tuple[KerasGraph, dict]:
+def from_keras(path_or_model, logits: bool = True, train_augmentation: str = "refuse",
+               source: str | None = None) -> tuple[KerasGraph, dict]:
     """(module, variables) of a Keras model file (`.keras`, full-model `.h5`) or a live model.
 
     variables: {"params", "batch_stats"} as numpy arrays, shapes checked against the module.
     logits: drop an output softmax/sigmoid (see the module doc); False keeps Keras' outputs.
+    train_augmentation: what random preprocessing layers (RandomRotation, ...) do with
+    train=True: "refuse" (an error naming the layer; RandomFlip flips as Keras does) or
+    "identity" (skipped: augment with jaxcnn instead). At inference they are identity, as in Keras.
+    source: the name errors give the file (a live model: "the Keras model passed in").
     """
+    if train_augmentation not in ("refuse", "identity"):
+        raise ValueError(f"train_augmentation={train_augmentation!r}: 'refuse' or 'identity'")
     if not isinstance(path_or_model, (str, os.PathLike)):
         with tempfile.TemporaryDirectory() as tmp:
-            return from_keras(_save_live_model(path_or_model, tmp), logits)
-    source = os.fspath(path_or_model)
-    config, weights, _ = read_keras_model(source)
+            return from_keras(_save_live_model(path_or_model, tmp), logits, train_augmentation,
+                              source or "the Keras model passed in")
+    path = os.fspath(path_or_model)
+    source = source or path
+    try:
+        config, weights, _ = read_keras_model(path)
+    except WeightConversionError as e:
+        raise WeightConversionError(str(e).replace(path, source)) from None
     spec = keras_spec(config, source)
+    if train_augmentation == "identity":
+        _augmentation_identity(spec)
     if logits:
         strip_output_activations(spec)
     else:
@@ -138,14 +154,22 @@ def from_keras(path_or_model, logits: bool = True) -> tuple[KerasGraph, dict]:
     return model, variables
 
 
+def _augmentation_identity(spec: dict) -> None:
+    for layer in spec["layers"]:
+        if layer["class"] in MODEL_CLASSES:
+            _augmentation_identity(layer["config"])
+        elif layer["class"] in AUGMENTATION + ("RandomCrop",):
+            layer["config"]["on_train"] = "identity"
+
+
 def output_activations(model: KerasGraph) -> list[str]:
     """The softmax/sigmoid `from_keras(logits=True)` dropped per output ("linear": none)."""
     return list(json.loads(model.spec).get("output_activations", []))
 
 
-def import_keras(path, out_dir, logits: bool = True) -> tuple[KerasGraph, dict]:
+def import_keras(path, out_dir, logits: bool = True, train_augmentation: str = "refuse") -> tuple[KerasGraph, dict]:
     """`from_keras(path)` saved as a jaxcnn weights folder (Orbax variables + the spec in meta.json)."""
-    model, variables = from_keras(path, logits)
+    model, variables = from_keras(path, logits, train_augmentation)
     spec = json.loads(model.spec)
     save_variables(out_dir, variables, metadata={
         "arch": "keras", "source": os.path.basename(os.fspath(path)), "keras_spec": spec,

@@ -1,149 +1,62 @@
 """Keras model configs -> the normalized layer spec that `KerasGraph` runs.
 
 `keras_spec` reads a Sequential or functional config (nested models and shared layers too),
-keeps the options of each layer that `KerasGraph` uses, and refuses everything else with
-`WeightConversionError` naming the file, the layer, its class and the option: never a silently
-different model. `SUPPORTED` lists the layer classes and the options read; training-only options
-the import cannot carry (regularizers, constraints, recurrent dropout) are refused as well.
+keeps the options of each layer that `KerasGraph` uses (`jaxcnn.keras.options`), and refuses
+everything else with one `WeightConversionError` naming the file and every layer that cannot
+come over (count, path, class, option; at most ~200 characters): never a silently different
+model.
 `strip_output_activations` drops a final softmax/sigmoid (jaxcnn models return logits).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from jaxcnn.keras.errors import WeightConversionError
-from jaxcnn.keras.graph import ACTIVATIONS, MODEL_CLASSES
+from jaxcnn.keras.ops import KERAS_OPS, MODEL_CLASSES
+from jaxcnn.keras.options import CLASS_ALIASES, SUPPORTED, normalize_layer  # noqa: F401  (SUPPORTED re-exported)
 
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "InputLayer": (),
-    "Conv2D": ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
-               "groups", "activation", "use_bias"),
-    "Dense": ("units", "activation", "use_bias"),
-    "BatchNormalization": ("axis", "momentum", "epsilon", "center", "scale"),
-    "LSTM": ("units", "activation", "recurrent_activation", "use_bias", "return_sequences"),
-    "Dropout": ("rate",),
-    "Activation": ("activation",),
-    "ReLU": ("max_value",),
-    "LeakyReLU": ("negative_slope", "alpha"),
-    "Softmax": ("axis",),
-    "Flatten": ("data_format",),
-    "Reshape": ("target_shape",),
-    "Rescaling": ("scale", "offset"),
-    "ZeroPadding2D": ("padding", "data_format"),
-    "MaxPooling2D": ("pool_size", "strides", "padding", "data_format"),
-    "AveragePooling2D": ("pool_size", "strides", "padding", "data_format"),
-    "GlobalAveragePooling2D": ("data_format", "keepdims"),
-    "GlobalMaxPooling2D": ("data_format", "keepdims"),
-    "GlobalAveragePooling1D": ("data_format", "keepdims"),
-    "GlobalMaxPooling1D": ("data_format", "keepdims"),
-    "Add": (), "Subtract": (), "Multiply": (), "Average": (), "Maximum": (),
-    "Concatenate": ("axis",),
-    "TimeDistributed": ("layer",),
-}
-# Options with no effect on the imported function or its training (weights come from the file).
-_IGNORED = {"name", "trainable", "dtype", "batch_input_shape", "batch_shape", "input_shape",
-            "sparse", "ragged", "optional", "unroll", "implementation", "unit_forget_bias", "seed",
-            "use_cudnn", "fused", "synchronized", "renorm_clipping", "renorm_momentum",
-            "zero_output_for_mask", "input_dim", "input_length", "threshold", "negative_slope"}
-# Options that must keep their default; (option, default, why).
-_DEFAULTS = {
-    "LSTM": {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
-             "return_state": False, "go_backwards": False, "stateful": False, "time_major": False,
-             "dropout": 0.0, "recurrent_dropout": 0.0},
-    "ReLU": {"negative_slope": 0.0, "threshold": 0.0},
-    "BatchNormalization": {"renorm": False, "virtual_batch_size": None, "adjustment": None},
-    "Dropout": {"noise_shape": None},
-}
-_CLASS_ALIASES = {"Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
-                  "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D"}
+MAX_MESSAGE = 200  # characters of a refusal, beyond the source's name
 
 
-class _Refuse:
-    def __init__(self, source: str):
-        self.source = source
+class _Problems:
+    """Every layer the import cannot carry, with its path through nested models."""
 
-    def __call__(self, layer: str, cls: str, what: str):
-        raise WeightConversionError(f"{self.source}: layer {layer!r} ({cls}): {what}")
+    def __init__(self, source: str, keras2: bool):
+        self.source, self.keras2, self.items = source, keras2, []
 
+    def layer(self, path: str, cls: str, cfg: dict) -> dict:
+        found: list[str] = []
+        out = normalize_layer(cls, cfg, found, self.keras2)
+        self.items += [(path, CLASS_ALIASES.get(cls, cls), what) for what in found]
+        return out
 
-def _dtype_name(d) -> str | None:
-    if isinstance(d, dict):
-        return (d.get("config") or {}).get("name")
-    return d
+    def op(self, path: str, layer: dict) -> dict:
+        op = layer["class_name"]
+        if op not in KERAS_OPS:
+            self.items.append((path, op, f"Keras operation {layer['module'].split('.')[-1]}.{op} "
+                                         f"(supported: see --supported)"))
+        return {"op": op, **{k: v for k, v in layer["config"].items() if k != "name"}}
 
-
-def _normalize_layer(cls: str, cfg: dict, refuse: _Refuse) -> dict:
-    """The options of one Keras layer that `KerasGraph` reads, after checking all others."""
-    name = cfg.get("name", "?")
-    cls = _CLASS_ALIASES.get(cls, cls)
-    if cls not in SUPPORTED and cls not in MODEL_CLASSES:
-        refuse(name, cls, f"layer class {cls} is not supported (supported: "
-                          f"{', '.join(sorted(SUPPORTED))}, nested models)")
-    dtype = _dtype_name(cfg.get("dtype"))
-    if dtype not in (None, "float32"):
-        refuse(name, cls, f"option dtype={dtype!r} is not supported (float32 only)")
-    out: dict[str, Any] = {}
-    defaults = _DEFAULTS.get(cls, {})
-    for key, value in cfg.items():
-        if key in SUPPORTED[cls] or key.endswith("_initializer") or key in ("layer",):
-            continue
-        if key in defaults:
-            if value != defaults[key] and not (value in (None, 0) and defaults[key] in (0.0, None)):
-                refuse(name, cls, f"option {key}={value!r} is not supported (only {defaults[key]!r})")
-            continue
-        if key.endswith(("_regularizer", "_constraint")) and value is not None:
-            kind = value.get("class_name", value) if isinstance(value, dict) else value
-            refuse(name, cls, f"option {key}={kind} is not supported (training-time term the "
-                              f"import cannot carry; remove it or rebuild the model without it)")
-        if key in _IGNORED or value in (None, False, 0, {}, [], "") or key.endswith(("_regularizer", "_constraint")):
-            continue
-        refuse(name, cls, f"option {key}={value!r} is not supported")
-    for key in SUPPORTED[cls]:
-        if key in cfg:
-            out[key] = cfg[key]
-    if out.get("data_format") not in (None, "channels_last"):
-        refuse(name, cls, f"option data_format={out['data_format']!r} is not supported (channels_last only)")
-    out.pop("data_format", None)
-    if "activation" in out:
-        act = out["activation"]
-        if isinstance(act, dict):  # Keras 3 may serialize a function as {"class_name": "function", ...}
-            act = act.get("config", act.get("class_name"))
-        if act not in ACTIVATIONS:
-            refuse(name, cls, f"option activation={act!r} is not supported "
-                              f"(supported: {', '.join(sorted(ACTIVATIONS))})")
-        out["activation"] = act
-    if cls == "Conv2D" and out["padding"] not in ("valid", "same"):
-        refuse(name, cls, f"option padding={out['padding']!r} is not supported (valid, same)")
-    if cls in ("MaxPooling2D", "AveragePooling2D"):
-        out.setdefault("strides", None)
-        if out["padding"] not in ("valid", "same"):
-            refuse(name, cls, f"option padding={out['padding']!r} is not supported (valid, same)")
-    if cls == "BatchNormalization":
-        axis = out.get("axis", -1)
-        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-        if not isinstance(axis, int):
-            refuse(name, cls, f"option axis={axis!r} is not supported (the channel axis only)")
-        out["axis"] = axis
-        out["trainable"] = bool(cfg.get("trainable", True))
-    if cls == "LeakyReLU":
-        slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
-        out = {"negative_slope": float(slope)}
-    if cls == "ReLU":
-        out = {"max_value": cfg.get("max_value")}
-    if cls == "Rescaling":
-        if not all(isinstance(cfg.get(k, 0.0), (int, float)) for k in ("scale", "offset")):
-            refuse(name, cls, "per-channel scale/offset is not supported (scalars only)")
-        out = {"scale": float(cfg["scale"]), "offset": float(cfg.get("offset", 0.0))}
-    if cls == "Reshape":
-        out["target_shape"] = list(out["target_shape"])
-    if cls == "TimeDistributed":
-        inner = cfg["layer"]
-        icls = _CLASS_ALIASES.get(inner["class_name"], inner["class_name"])
-        if icls in MODEL_CLASSES or icls in ("TimeDistributed", "LSTM"):
-            refuse(name, cls, f"wrapping a {icls} is not supported")
-        out["layer"] = {"class": icls, "config": _normalize_layer(icls, inner["config"], refuse)}
-    return out
+    def raise_if_any(self):
+        if not self.items:
+            return
+        layers = list(dict.fromkeys((p, c) for p, c, _ in self.items))
+        if len(layers) == 1:
+            (path, cls), what = layers[0], "; ".join(w for _, _, w in self.items)
+            msg = f"layer {path!r} ({cls}): {what} is not supported"
+        else:
+            parts, shown = [], 0
+            for path, cls in layers:
+                what = next(w for p, c, w in self.items if (p, c) == (path, cls)).split(" (")[0]
+                part = f"{path} ({cls}: {what})" if not what.startswith("layer class") else f"{path} ({cls})"
+                if shown and len(", ".join(parts + [part])) > MAX_MESSAGE - 45:
+                    break
+                parts.append(part)
+                shown += 1
+            more = f" and {len(layers) - shown} more" if shown < len(layers) else ""
+            msg = f"{len(layers)} layers cannot be imported: {', '.join(parts)}{more}"
+        if len(msg) > MAX_MESSAGE:
+            msg = msg[:MAX_MESSAGE - 3] + "..."
+        raise WeightConversionError(f"{self.source}: {msg} (see `jaxcnn import-keras --supported`)")
 
 
 def _history(obj) -> list[tuple[str, int, int]]:
@@ -158,15 +71,40 @@ def _history(obj) -> list[tuple[str, int, int]]:
     return []
 
 
-def _parse_node(node) -> dict:
+def _template(obj, count: list):
+    """A Keras 3 node's args with each tensor replaced by its position ({"__tensor__": i})."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            count[0] += 1
+            return {"__tensor__": count[0] - 1}
+        if obj.get("class_name") == "__slice__":
+            c = obj["config"]
+            return {"__slice__": [c.get("start"), c.get("stop"), c.get("step")]}
+        return {k: _template(v, count) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_template(v, count) for v in obj]
+    return obj
+
+
+def _parse_node(node, cls: str = "") -> dict:
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         kwargs = node.get("kwargs") or {}
-        return {"inputs": [list(t) for t in _history(node.get("args", []))],
-                "training": kwargs.get("training")}
+        out = {"inputs": [list(t) for t in _history(node.get("args", []))], "training": kwargs.get("training")}
+        if cls == "KerasOp":
+            out["args"] = _template(node.get("args", []), [0])
+        return out
     # Keras 2: [[name, node, tensor, kwargs], ...]
     entries = [node] if node and isinstance(node[0], str) else node
     kwargs = entries[0][3] if entries and len(entries[0]) > 3 and isinstance(entries[0][3], dict) else {}
-    return {"inputs": [[e[0], int(e[1]), int(e[2])] for e in entries], "training": kwargs.get("training")}
+    out = {"inputs": [[e[0], int(e[1]), int(e[2])] for e in entries], "training": kwargs.get("training")}
+    if cls == "TFOpLambda":  # the op's second operand: a constant (x + 3.0 -> {"y": 3.0}) or a tensor
+        y = kwargs.get("y")
+        if isinstance(y, list) and len(y) >= 3 and isinstance(y[0], str):
+            out["inputs"].append([y[0], int(y[1]), int(y[2])])
+            out["kwargs"] = {"tensor_y": True}
+        else:
+            out["kwargs"] = {"y": y} if isinstance(y, (int, float)) else {}
+    return out
 
 
 def _refs(v) -> list[list]:
@@ -181,13 +119,32 @@ def _input_shape(cfg: dict) -> list | None:
 
 
 def keras_spec(config: dict, source: str = "<keras model>") -> dict:
-    """Keras' model config ({"class_name", "config"}) -> the normalized spec `KerasGraph` runs."""
-    refuse = _Refuse(source)
+    """Keras' model config ({"class_name", "config"}) -> the normalized spec `KerasGraph` runs.
+
+    Refuses (`WeightConversionError`) with every layer that cannot come over, named by its path
+    through nested models (`sequential/random_flip`).
+    """
+    problems = _Problems(source, keras2="module" not in config)  # Keras 3 configs name their module
+    spec = _spec(config, problems, "")
+    problems.raise_if_any()
+    return spec
+
+
+def _spec(config: dict, problems: _Problems, prefix: str) -> dict:
     cls, cfg = config["class_name"], config["config"]
     name = cfg.get("name", "model")
     if cls not in MODEL_CLASSES:
-        refuse(name, cls, "the file's top level is not a Keras model")
+        raise WeightConversionError(f"{problems.source}: the file's top level ({cls}) is not a Keras model")
     layers, input_shapes = [], []
+
+    def layer_spec(layer, lname):
+        lcls = CLASS_ALIASES.get(layer["class_name"], layer["class_name"])
+        if str(layer.get("module", "")).startswith("keras.src.ops"):  # `x + 3.0`, `ops.mean(x)`
+            return "KerasOp", problems.op(prefix + lname, layer)
+        if lcls in MODEL_CLASSES:
+            return lcls, _spec(layer, problems, f"{prefix}{lname}/")
+        return lcls, problems.layer(prefix + lname, lcls, layer["config"])
+
     if cls == "Sequential":
         raw = list(cfg["layers"] if isinstance(cfg, dict) else cfg)
         prev = None
@@ -199,26 +156,25 @@ def keras_spec(config: dict, source: str = "<keras model>") -> dict:
             shape = (_input_shape(raw[0]["config"]) if raw else None) or (
                 list(cfg["build_input_shape"][1:]) if cfg.get("build_input_shape") else None)
             if shape is None and raw and raw[0]["class_name"] in MODEL_CLASSES:
-                shape = keras_spec(raw[0], source)["input_shapes"][0]
+                shape = _spec(raw[0], _Problems(problems.source, problems.keras2), "")["input_shapes"][0]
             if shape is None:
-                refuse(name, cls, "a Sequential model without an input shape (build it with keras.Input)")
+                raise WeightConversionError(f"{problems.source}: Sequential model {name!r} has no input "
+                                            f"shape (build it with keras.Input)")
             prev = [f"{name}_input", 0, 0]
             input_shapes.append(shape)
         inputs = [prev]
         for layer in raw:
-            lcls = _CLASS_ALIASES.get(layer["class_name"], layer["class_name"])
             lname = layer["config"]["name"]
-            lcfg = keras_spec(layer, source) if lcls in MODEL_CLASSES else _normalize_layer(lcls, layer["config"], refuse)
+            lcls, lcfg = layer_spec(layer, lname)
             layers.append({"name": lname, "class": lcls, "config": lcfg,
                            "nodes": [{"inputs": [prev], "training": None}]})
             prev = [lname, 0, 0]
         outputs = [prev]
     else:
         for layer in cfg["layers"]:
-            lcls = _CLASS_ALIASES.get(layer["class_name"], layer["class_name"])
             lname = layer.get("name") or layer["config"]["name"]
-            lcfg = keras_spec(layer, source) if lcls in MODEL_CLASSES else _normalize_layer(lcls, layer["config"], refuse)
-            nodes = [_parse_node(n) for n in layer.get("inbound_nodes", [])]
+            lcls, lcfg = layer_spec(layer, lname)
+            nodes = [_parse_node(n, lcls) for n in layer.get("inbound_nodes", [])]
             layers.append({"name": lname, "class": lcls, "config": lcfg, "nodes": nodes})
         inputs, outputs = _refs(cfg["input_layers"]), _refs(cfg["output_layers"])
         # Keras 2 numbers a nested model's calls from 1 (its node 0 is its own construction).
@@ -247,6 +203,8 @@ def strip_output_activations(spec: dict) -> list[str]:
             cfg = layer["config"]
             if layer["class"] in ("Dense", "Conv2D", "Activation") and cfg.get("activation") in ("softmax", "sigmoid"):
                 act, cfg["activation"] = cfg["activation"], "linear"
+                if "activity" in cfg.get("regularizers", {}):  # Keras penalizes the activated output
+                    cfg["activity_activation"] = act
             elif layer["class"] == "Softmax" and cfg.get("axis", -1) in (-1, [-1]):
                 act = "softmax"
                 layer["class"], layer["config"] = "Activation", {"activation": "linear"}

@@ -208,6 +208,8 @@ class MetricSet:
 
     def results(self, sums: dict) -> dict:
         out = {"loss": float(sums["loss"]) / max(float(sums["count"]), 1.0)}
+        if "regularization_loss" in sums:  # a model's sown penalties (already inside `loss`)
+            out["regularization_loss"] = float(sums["regularization_loss"]) / max(float(sums["count"]), 1.0)
         for m in self.metrics:
             prefix = m.name + "/"
             out.update(m.result({k[len(prefix):]: v for k, v in sums.items() if k.startswith(prefix)}))

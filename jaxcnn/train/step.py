@@ -83,6 +83,13 @@ def _keep_if_finite(new_state: TrainState, state: TrainState, metrics: dict, gra
     return new_state, {**metrics, "loss": jnp.where(finite, metrics["loss"], jnp.nan)}
 
 
+def regularization_loss(updates) -> jax.Array:
+    """The sum of the penalties a model sowed into its "losses" collection (0 when none), as
+    Keras adds `sum(model.losses)` to the loss."""
+    leaves = jax.tree.leaves(updates.get("losses", {}))
+    return sum((jnp.sum(x).astype(jnp.float32) for x in leaves), jnp.zeros((), jnp.float32))
+
+
 def dropout_key(state: TrainState, axis_name: str | None = None):
     """The dropout key of this step: `fold_in(rng, step)`, then `fold_in(device index)` per device.
 
@@ -123,17 +130,21 @@ def make_train_step(loss="sparse_categorical_crossentropy", axis_name: str | Non
         def compute_loss(params):
             if compute_dtype is not None:  # mixed precision: layers compute in compute_dtype
                 params = cast_floats(params, compute_dtype)
-            out = state.apply_fn(_variables(state, params), images, train=True,
-                                 rngs={"dropout": dropout_rng},
-                                 mutable=["batch_stats"] if has_bn else False)
-            logits, updates = out if has_bn else (out, {})
+            # "losses": penalties a model sows (an imported Keras model's regularizers).
+            logits, updates = state.apply_fn(_variables(state, params), images, train=True,
+                                             rngs={"dropout": dropout_rng},
+                                             mutable=["batch_stats", "losses"] if has_bn else ["losses"])
             logits = logits.astype(jnp.float32)
             per_example = loss_fn(logits, labels)
             denom = jnp.maximum(jnp.sum(mask), 1.0)
-            return jnp.sum(per_example * weight) / denom, (logits, per_example, updates)
+            reg = regularization_loss(updates)
+            return jnp.sum(per_example * weight) / denom + reg, (logits, per_example, updates, reg)
 
-        grads, (logits, per_example, updates) = jax.grad(compute_loss, has_aux=True)(state.params)
+        grads, (logits, per_example, updates, reg) = jax.grad(compute_loss, has_aux=True)(state.params)
         metrics = metric_set.sums(per_example, logits, labels, mask, batch.get("weight"))
+        if "losses" in updates:  # Keras reports its loss with the penalties, and here also apart
+            metrics["regularization_loss"] = reg * metrics["count"]
+            metrics["loss"] = metrics["loss"] + metrics["regularization_loss"]
         new_stats = updates.get("batch_stats", state.batch_stats)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
