@@ -98,7 +98,9 @@ def save_run(trainer, workdir: str, *, class_names=None, dataset: str | None = N
 
 class SaveRun(Callback):
     """`fit(..., workdir=W)`: the model card at the start (a preempted run has one), the whole run
-    folder at the end."""
+    folder at the end, after the checkpoints' own last save (`keeps_run`: it runs last)."""
+
+    keeps_run = True
 
     def __init__(self, workdir: str):
         self.workdir = workdir
