@@ -126,7 +126,18 @@ def _check(case: dict):
         assert case["worst"] <= RTOL, case
 
 
-CASES = [("keras", n) for n in KERAS3] + [("tf_keras", n) for n in TF_KERAS]
+# The bigger members of each family (the same layers, more blocks or width) and the tf_keras twins
+# of networks the Keras 3 cases cover: `pytest -m zoo` (most of the zoo's time), kept out of CI's
+# slow tier, which runs one network of each family in each format.
+ZOO_ONLY = {("keras", n) for n in (
+    "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge", "DenseNet169", "DenseNet201",
+    "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4", "EfficientNetB5",
+    "EfficientNetB6", "EfficientNetB7", "EfficientNetV2B1", "EfficientNetV2B3", "EfficientNetV2S",
+    "EfficientNetV2M", "EfficientNetV2L", "NASNetLarge", "ResNet101", "ResNet152", "ResNet101V2",
+    "ResNet152V2", "VGG19")} | {("tf_keras", n) for n in (
+    "MobileNetV3Small", "EfficientNetV2B0", "Xception", "NASNetMobile", "DenseNet121", "InceptionResNetV2")}
+CASES = [pytest.param(fmt, n, marks=pytest.mark.zoo if (fmt, n) in ZOO_ONLY else pytest.mark.slow)
+         for fmt, n in [("keras", n) for n in KERAS3] + [("tf_keras", n) for n in TF_KERAS]]
 
 
 @pytest.mark.slow  # ~10 s of CPU each: more than the fast tier's room
@@ -135,7 +146,6 @@ def test_small_networks_equal_keras(fmt, name, data_dir, tmp_path):
     _check(zoo_case(fmt, name, data_dir, tmp_path, small=True))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fmt,name", CASES)
 def test_every_application_equals_keras(fmt, name, data_dir, tmp_path):
     _check(zoo_case(fmt, name, data_dir, tmp_path))
