@@ -28,7 +28,9 @@ def _env(tmp_path, blocked, data_dir=None):
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(BLOCKER)
     env = dict(os.environ, BLOCK_MODULES=",".join(blocked),
-               PYTHONPATH=os.pathsep.join([str(site), ROOT, os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([str(site), ROOT, os.environ.get("PYTHONPATH", "")]),
+               # gpu.sh runs `python3`: this interpreter's, as in an activated virtual environment
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     env.pop(gpu_bench.ALLOW_CPU_ENV, None)
     if data_dir:
         env["JAXCNN_DATA_DIR"] = data_dir
