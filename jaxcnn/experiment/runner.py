@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from jaxcnn import checkpoint, report, viz
+from jaxcnn import checkpoint, quiet, report, viz
 from jaxcnn.config import ExperimentConfig, add_flags, apply_flags, validate_config
 from jaxcnn.errors import debug_requested, guard
 from jaxcnn.compress.summary import compression_metrics
@@ -184,8 +184,13 @@ def run(config: ExperimentConfig, args: argparse.Namespace) -> dict:
 
 
 def main(config: ExperimentConfig, argv=None) -> dict:
-    """`python -m experiments.NAME [flags]`: the same flags, checks and errors as `jaxcnn train NAME`."""
+    """`python -m experiments.NAME [flags]`: the same flags, checks, errors and quiet start-up
+    (`--verbose` shows the libraries' start-up lines) as `jaxcnn train NAME`."""
+    command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
+    if command_line and not quiet.verbose_requested(argv):
+        quiet.install()
+    argv = quiet.strip_verbose(argv)
     stem = os.path.splitext(os.path.basename(sys.argv[0] or ""))[0]
     parser = argparse.ArgumentParser(prog=f"python -m experiments.{stem or config.name}",
                                      description=config.description)
