@@ -26,6 +26,7 @@ import sys
 import time
 
 from jaxcnn.errors import UsageError
+from jaxcnn.log import logger
 
 LOCK_FILE = ".jaxcnn.lock"
 _held: dict[str, "FolderLock"] = {}  # real path of the lock file -> this process's holder
@@ -167,8 +168,8 @@ class FolderLock:
         except FileNotFoundError:
             return False
         if previous and previous.get("pid") != os.getpid():
-            print(f"jaxcnn: {self.folder}: took over the lock left by {_describe(previous)} (that process "
-                  "is no longer running)", file=sys.stderr, flush=True)
+            logger.warning("%s: took over the lock left by %s (that process is no longer running)",
+                           self.folder, _describe(previous))
         data = json.dumps(_owner()).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
@@ -221,13 +222,7 @@ class NoLock:
         return self
 
     def moved_to(self, folder: str) -> None:
-        """The locked folder was renamed to `folder` (its lock file with it): still held, under that name."""
-        key = os.path.realpath(self.path)
-        if _held.get(key) is self:
-            del _held[key]
-        self.folder, self.path = os.fspath(folder), os.path.join(os.fspath(folder), LOCK_FILE)
-        if self.held:
-            _held[os.path.realpath(self.path)] = self
+        pass
 
     def release(self) -> None:
         pass
